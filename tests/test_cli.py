@@ -1,0 +1,59 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tokenfunnel.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "--dataset", "coco", "--samples", "5"], "unknown dataset 'coco'"),
+        (["eval", "--dataset", "easyvqa", "--samples", "0"], "--samples must be a positive"),
+        (["eval", "--dataset", "easyvqa", "--samples", "-3"], "--samples must be a positive"),
+        (["demo", "--question", "   "], "the question is empty"),
+        (["demo", "--image", "no/such/picture.png"], "image not found"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_unreadable_image_is_refused(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not a png")
+    result = runner.invoke(app, ["demo", "--image", str(broken)])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output
+
+
+def test_eval_json_row(bundled):
+    result = runner.invoke(app, ["eval", "--dataset", "easyvqa-grid", "--samples", "6", "--seed", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["rows"]
+    assert {k: row[k] for k in ("method", "keep", "dataset", "samples")} == {
+        "method": "none",
+        "keep": 1.0,
+        "dataset": "easyvqa-grid",
+        "samples": 6,
+    }
+    assert 0.0 <= row["accuracy"] <= 1.0
+
+
+def test_demo_json_on_a_user_image(bundled, tmp_path, astronaut):
+    path = tmp_path / "astronaut.png"
+    astronaut.save(path)
+    result = runner.invoke(app, ["demo", "--image", str(path), "--question", "What color is the shape?", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)["uncompressed"]
+    assert set(out) == {"answer", "visual_tokens", "prefill_s"}
+    assert out["visual_tokens"] == 256
+    assert out["prefill_s"] > 0
+    assert out["answer"]
