@@ -1,0 +1,1 @@
+"""Pure tensor operations (torch only, no model knowledge) used by the token-compression methods."""

@@ -1,0 +1,29 @@
+"""Keep the top-k tokens per sample while preserving their original order."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def topk_in_order(scores: Tensor, k: int) -> Tensor:
+    """Indices (B, k) of the k highest ``scores`` (B, N) per sample, sorted ascending; ties go to the lower index."""
+    if scores.dim() != 2:
+        raise ValueError(f"expected scores of shape (B, N), got {tuple(scores.shape)}; flatten them per sample")
+    n = scores.shape[1]
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot keep {k} of {n} tokens; use 0 <= k <= {n}")
+    # a stable descending sort makes ties deterministic (lower index first), which torch.topk does not promise
+    best = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    return best.sort(dim=1).values
+
+
+def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
+    """Pick tokens ``idx`` (B, k) from ``x`` (B, N, *) per sample -> (B, k, *)."""
+    rows = torch.arange(x.shape[0], device=x.device)[:, None]
+    return x[rows, idx]
+
+
+def keep_mask(idx: Tensor, n: int) -> Tensor:
+    """Boolean mask (B, n) that is True exactly at the kept indices ``idx`` (B, k)."""
+    return torch.zeros(idx.shape[0], n, dtype=torch.bool, device=idx.device).scatter(1, idx, True)
