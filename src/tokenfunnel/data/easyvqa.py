@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -103,11 +104,18 @@ def tile_question(tile: str, text: str) -> str:
     return f"In the {tile} picture, {text}"
 
 
-def single_set(samples: int, seed: int = 0, split: str = "test") -> list[Sample]:
-    """`samples` questions, each on its own image, kinds drawn in turn so that they are balanced."""
+def single_set(
+    samples: int, seed: int = 0, split: str = "test", image_ids: Collection[int] | None = None
+) -> list[Sample]:
+    """`samples` questions, each on its own image, kinds drawn in turn so that they are balanced.
+
+    `image_ids` restricts the images (e.g. a dev split of training images that training never saw).
+    """
     _check_samples(samples)
     rng = random.Random(seed)
-    by_kind = {k: [q for q in questions(split) if q.kind == k] for k in KINDS}
+    allowed = set(image_ids) if image_ids is not None else None
+    pool = [q for q in questions(split) if allowed is None or q.image_id in allowed]
+    by_kind = {k: [q for q in pool if q.kind == k] for k in KINDS}
     for pool in by_kind.values():
         rng.shuffle(pool)
     out = []
@@ -117,12 +125,14 @@ def single_set(samples: int, seed: int = 0, split: str = "test") -> list[Sample]
     return out
 
 
-def grid_set(samples: int, seed: int = 0, split: str = "test") -> list[Sample]:
+def grid_set(
+    samples: int, seed: int = 0, split: str = "test", image_ids: Collection[int] | None = None
+) -> list[Sample]:
     """`samples` 2x2 mosaics of four different images; the question names one tile and its answer."""
     _check_samples(samples)
     rng = random.Random(seed)
     table = _questions_by_image(split)
-    image_ids = sorted(table)
+    image_ids = sorted(table if image_ids is None else set(image_ids) & set(table))
     out = []
     for index in range(samples):
         kind = KINDS[index % 3]

@@ -13,7 +13,11 @@ def evaluate(
     model, processor, dataset: str, samples: int, seed: int = 0, batch_size: int = 8, progress=None
 ) -> dict:
     """`{"method", "keep", "dataset", "samples", "accuracy", ...}` for the uncompressed model."""
-    items = easyvqa.load_set(dataset, samples, seed)
+    row = evaluate_samples(model, processor, easyvqa.load_set(dataset, samples, seed), dataset, batch_size, progress)
+    return {**row, "seed": seed}
+
+
+def evaluate_samples(model, processor, items, dataset: str, batch_size: int = 8, progress=None) -> dict:
     candidates = easyvqa.answers()
     started = time.perf_counter()
     correct: dict[str, list[bool]] = defaultdict(list)
@@ -30,7 +34,6 @@ def evaluate(
         "keep": 1.0,
         "dataset": dataset,
         "samples": len(items),
-        "seed": seed,
         "accuracy": round(sum(hits) / len(hits), 4),
         "accuracy_by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(correct.items())},
         "seconds": round(time.perf_counter() - started, 1),

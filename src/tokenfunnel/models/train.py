@@ -67,6 +67,26 @@ def build_examples(seed: int, mosaics: int, singles: int = 0) -> tuple[list, lis
     return images, pools
 
 
+def dev_image_ids(seed: int = 0, mosaics: int = 1000, singles: int = 1000) -> list[int]:
+    """Training-split images that the default recipe never shows, alone or as a mosaic tile: a dev split for
+    monitoring training and choosing method defaults without touching the test split."""
+    seen = {i for _, ids in build_examples(seed, mosaics, singles)[0] for i in ids}
+    return sorted(set(easyvqa._questions_by_image("train")) - seen)
+
+
+def dev_accuracy(weights: Path, samples: int, seed: int, mosaics: int, singles: int) -> list[dict]:
+    """Accuracy of trained weights on dev-split singles and mosaics (training images never shown)."""
+    from tokenfunnel.eval.runner import evaluate_samples
+
+    model, processor = load_bundled(weights=weights, quiet=True)
+    dev = dev_image_ids(seed, mosaics, singles)
+    sets = {
+        "dev-single": easyvqa.single_set(samples, seed, split="train", image_ids=dev),
+        "dev-grid": easyvqa.grid_set(samples, seed, split="train", image_ids=dev),
+    }
+    return [evaluate_samples(model, processor, items, name) for name, items in sets.items()]
+
+
 def render_images(images) -> list:
     out = []
     for kind, ids in images:
@@ -125,16 +145,19 @@ def add_lora(lm, rank: int, seed: int) -> tuple[dict[str, torch.nn.Parameter], l
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--turns", type=int, default=3)
-    parser.add_argument("--mosaics", type=int, default=3000)
-    parser.add_argument("--singles", type=int, default=0, help="limit the single train images (0: all)")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=6)
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--mosaics", type=int, default=1000)
+    parser.add_argument("--singles", type=int, default=1000, help="limit the single train images (0: all)")
     parser.add_argument("--grid-fraction", type=float, default=0.5)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lora-lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lora-lr", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=8, help="0 trains the projector alone")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--init", type=Path, default=None, help="continue from these trained weights")
+    parser.add_argument("--dev-eval", type=Path, default=None, help="only score these weights on the dev split")
+    parser.add_argument("--dev-samples", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("runs/train"))
@@ -142,6 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dev_eval is not None:
+        for row in dev_accuracy(args.dev_eval, args.dev_samples, args.seed, args.mosaics, args.singles):
+            print(json.dumps(row), flush=True)
+        return
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -167,6 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     groups = [{"params": list(projector.parameters()), "lr": args.lr}]
     if lora:
         groups.append({"params": [p for pair in lora.values() for p in pair], "lr": args.lora_lr})
+    if args.init is not None:
+        _load_trained(args.init, projector, lora)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     base_lrs = [g["lr"] for g in groups]
     encoder = ChatEncoder(processor, features.shape[1])
@@ -226,6 +255,17 @@ def main(argv: list[str] | None = None) -> None:
     }
     (args.work / "train_log.json").write_text(json.dumps(summary, indent=1))
     print(f"done: features {feature_s:.0f}s, training {summary['train_seconds']}s -> {args.out}", flush=True)
+
+
+def _load_trained(path: Path, projector, lora) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    projector.load_state_dict({k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")})
+    with torch.no_grad():
+        for name, (a, b) in lora.items():
+            a.copy_(state[f"lora.model.language_model.{name}.lora_A"])
+            b.copy_(state[f"lora.model.language_model.{name}.lora_B"])
 
 
 def _save(path: Path, projector, lora, lora_scale: float) -> None:
