@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from tokenfunnel.data import easyvqa
 from tokenfunnel.models.bundled import load_bundled
+from tokenfunnel.models.processor import SYSTEM_PROMPT
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -107,8 +108,6 @@ class ChatEncoder:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
     def encode(self, turns: list[tuple[str, str]]) -> tuple[list[int], list[int], list[int]]:
-        from tokenfunnel.models.processor import SYSTEM_PROMPT
-
         ids = self.ids(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n")
         ids += [self.image_id] * self.visual_tokens
         sources, targets = [], []
