@@ -114,8 +114,8 @@ def single_set(
     _check_samples(samples)
     rng = random.Random(seed)
     allowed = set(image_ids) if image_ids is not None else None
-    pool = [q for q in questions(split) if allowed is None or q.image_id in allowed]
-    by_kind = {k: [q for q in pool if q.kind == k] for k in KINDS}
+    eligible = [q for q in questions(split) if allowed is None or q.image_id in allowed]
+    by_kind = {k: [q for q in eligible if q.kind == k] for k in KINDS}
     for pool in by_kind.values():
         rng.shuffle(pool)
     out = []

@@ -120,6 +120,18 @@ def trained_weights_path() -> Path:
     return Path(str(resources.files("tokenfunnel.models") / "weights" / WEIGHTS_RESOURCE))
 
 
+def lora_key(lm_module: str, part: str) -> str:
+    """Key of a LoRA factor (`part` = "A" or "B") of the LM submodule `lm_module` in the trained-weights file."""
+    return f"lora.model.language_model.{lm_module}.lora_{part}"
+
+
+def split_trained(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The projector state dict and the LoRA factors (keyed by model module path) of a trained-weights file."""
+    projector = {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
+    lora = {k.removeprefix("lora."): v for k, v in state.items() if k.startswith("lora.")}
+    return projector, lora
+
+
 def merge_lora(model: LlavaForConditionalGeneration, lora: dict[str, torch.Tensor], scale: float) -> None:
     """W += scale * B @ A for each adapted Linear of the LM (keys `<module path>.lora_A` / `.lora_B`)."""
     modules = dict(model.named_modules())
@@ -159,9 +171,8 @@ def load_bundled(
             state = load_file(path)
         except (OSError, SafetensorError) as err:
             raise BundledModelError(f"cannot read the trained weights {path} ({err}); reinstall tokenfunnel") from None
-        projector = {k.removeprefix("projector."): v.float() for k, v in state.items() if k.startswith("projector.")}
-        model.model.multi_modal_projector.load_state_dict(projector)
-        lora = {k.removeprefix("lora."): v for k, v in state.items() if k.startswith("lora.")}
+        projector, lora = split_trained(state)
+        model.model.multi_modal_projector.load_state_dict({k: v.float() for k, v in projector.items()})
         if lora:
             merge_lora(model, lora, float(state["lora_scale"].item()))
     return model.eval(), processor

