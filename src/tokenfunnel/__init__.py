@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from tokenfunnel.methods.luvc import LUVCConfig
+from tokenfunnel.methods.registry import compress
+
 __version__ = "0.1.0"
-__all__ = ["load_bundled", "__version__"]
+__all__ = ["compress", "LUVCConfig", "load_bundled", "__version__"]
 
 
 def load_bundled(trained: bool = True, quiet: bool = False):

@@ -1,0 +1,40 @@
+"""Method names -> (config class, plan class), and ``compress``, the one public entry point."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from tokenfunnel.methods.luvc import LUVC, LUVCConfig
+from tokenfunnel.runtime.handle import Handle
+
+METHODS = {"luvc": (LUVCConfig, LUVC)}
+
+
+def _by_config(config) -> str:
+    for name, (cls, _) in METHODS.items():
+        if isinstance(config, cls):
+            return name
+    raise TypeError(f"unknown config type {type(config).__name__}; pass a method name ({', '.join(METHODS)}) or its config")
+
+
+def compress(model, method="luvc", keep: float | None = None, **options) -> Handle:
+    """Compress ``model``'s visual tokens in place (this instance only): ``compress(model, "luvc", keep=0.25)``.
+
+    ``method`` is a name or a config instance (e.g. ``LUVCConfig(keep=0.25)``). Returns a handle whose
+    ``remove()`` (or the end of a ``with`` block) restores the model exactly.
+    """
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+        config_cls, _ = METHODS[method]
+        allowed = {f.name for f in fields(config_cls)}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise TypeError(f"{method} has no option {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}")
+        config = config_cls(**options) if keep is None else config_cls(keep=keep, **options)
+    else:
+        if keep is not None or options:
+            raise TypeError("pass options either in the config object or as keywords, not both")
+        config = method
+        method = _by_config(config)
+    return Handle(model, METHODS[method][1](config), config)

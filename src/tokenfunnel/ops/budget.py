@@ -1,0 +1,74 @@
+"""Token budgets: how many visual tokens enter each decoder layer, and which grid leaves the encoder.
+
+A cascade is a non-increasing list of counts, one per decoder layer, whose mean is the requested number of
+tokens. Its shape is a one-parameter family solved by bisection so any mean in range is reachable; counts are
+integers whose sum is the requested total rounded to the nearest token.
+"""
+
+from __future__ import annotations
+
+import math
+
+SHAPES = ("linear", "geometric", "step")
+STEP_DEPTHS = (0.25, 0.5, 0.75)  # stage boundaries of the "step" shape, as fractions of the ramp (PyramidDrop-like)
+
+
+def _profile(shape: str, p: float, n: int, ramp: int) -> list[float]:
+    """Continuous counts over ``ramp`` layers for parameter p in [0, 1]; 0 gives all zeros, 1 gives all n."""
+    if shape == "linear":  # n clipped: a straight fall that reaches zero one layer after the ramp
+        slope = n * p / max(1e-12, 1 - p)
+        return [min(n, slope * (ramp - t)) for t in range(ramp)]
+    if shape == "geometric":  # a constant ratio p between consecutive layers
+        return [n * p**t if p > 0 else (n if t == 0 else 0.0) for t in range(ramp)] if p < 1 else [n] * ramp
+    if shape == "step":  # the same ratio p at each stage boundary
+        return [n * p ** sum(t >= d * ramp for d in STEP_DEPTHS) for t in range(ramp)]
+    raise ValueError(f"unknown cascade shape {shape!r}; use one of {SHAPES}")
+
+
+def cascade(n: int, layers: int, mean: float, shape: str = "linear", start: int = 0, final_zero: bool = True) -> list[int]:
+    """Visual tokens entering each of ``layers`` decoder layers: ``n`` before ``start``, then falling, 0 last.
+
+    ``mean`` is the target average count per layer. Raises if it cannot be reached under the constraints.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"unknown cascade shape {shape!r}; use one of {SHAPES}")
+    if layers < 1 or n < 0:
+        raise ValueError(f"need layers >= 1 and n >= 0, got layers={layers}, n={n}")
+    if not 0 <= start < layers:
+        raise ValueError(f"start layer {start} is outside 0..{layers - 1}; pick a start layer inside the model")
+    ramp = layers - start - (1 if final_zero else 0)
+    low, high = n * start, n * (start + ramp)
+    total = mean * layers
+    if not low - 1e-9 <= total <= high + 1e-9:
+        raise ValueError(
+            f"a mean of {mean:.2f} tokens per layer is out of reach (between {low / layers:.2f} and {high / layers:.2f} "
+            f"with {n} tokens, start layer {start}, final_zero={final_zero}); change keep, start or final_zero"
+        )
+    target = round(total) - low
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if sum(math.floor(x) for x in _profile(shape, mid, n, ramp)) < target:
+            lo = mid
+        else:
+            hi = mid
+    counts = [math.floor(x) for x in _profile(shape, lo, n, ramp)]
+    # top up the earliest layers still below n: keeps the list non-increasing and hits the total exactly
+    missing = target - sum(counts)
+    for t in range(ramp):
+        if missing <= 0:
+            break
+        if counts[t] < n:
+            counts[t] += 1
+            missing -= 1
+    return [n] * start + counts + ([0] if final_zero else [])
+
+
+def grid_target(h: int, w: int, fraction: float) -> tuple[int, int]:
+    """The grid (h', w') with about ``fraction`` of h*w cells and close to the aspect ratio of h x w."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"grid fraction must be in (0, 1], got {fraction}")
+    scale = math.sqrt(fraction)
+    th = min(h, max(1, round(h * scale)))
+    tw = min(w, max(1, math.ceil(fraction * h * w / th - 1e-9)))
+    return th, tw

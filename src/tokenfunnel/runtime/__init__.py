@@ -1,0 +1,1 @@
+"""The one place that patches models: per instance, recorded, undone exactly."""

@@ -1,0 +1,99 @@
+"""Install a compression plan on one model instance through its family adapter, and take it off again."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from tokenfunnel.adapters.vit import halves
+from tokenfunnel.runtime import decoder, encoder
+from tokenfunnel.runtime.patch import MARK, Patcher
+from tokenfunnel.runtime.state import RUN, EncoderRun, Layout, Plan, Record
+
+_UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states")
+
+
+class Runtime:
+    """Shared state of one compressed model: the active encoder run, the layout handed to the LLM, the record."""
+
+    def __init__(self, model, plan: Plan, adapter) -> None:
+        self.model, self.plan, self.adapter = model, plan, adapter
+        self.patcher = Patcher()
+        self.record = Record()
+        self.run: EncoderRun | None = None
+        self.last_run: EncoderRun | None = None
+        self.pending: Layout | None = None
+        self._book: decoder.CacheBook | None = None
+        self._cache = None
+
+    # -- installation -------------------------------------------------------------------------------------------
+    def install(self) -> None:
+        try:
+            self.patcher.set(self.model, MARK, self)
+            if self.adapter.encoder_layers:
+                self._install_encoder()
+            self.patcher.forward(self.adapter.text_model, self._text_forward)
+            self.adapter.install(self)
+        except BaseException:
+            self.patcher.undo()  # nothing half-patched is left behind
+            raise
+
+    def remove(self) -> None:
+        self.patcher.undo()
+        self.run = self.last_run = self.pending = self._book = self._cache = None
+
+    def _install_encoder(self) -> None:
+        layers = self.adapter.encoder_layers
+        split = halves(layers[0])
+        for i, layer in enumerate(layers):
+            self.patcher.forward(layer, encoder.layer_forward(i, layer, split, lambda: self.run))
+        self.patcher.forward(self.adapter.vision_tower, self._vision_forward)
+
+    # -- vision tower -------------------------------------------------------------------------------------------
+    def encoder_steps(self, h: int, w: int) -> dict[int, tuple[str, int]]:
+        return self.plan.encoder_steps(h, w, self.adapter.usable_layers)
+
+    def _vision_forward(self, original, pixel_values, *args, **kwargs):
+        h, w = self.adapter.patch_grid(pixel_values)
+        steps = self.encoder_steps(h, w)
+        self.run = encoder.start_run(
+            pixel_values.shape[0], h, w, self.adapter.prefix, steps, self.plan.proportional, pixel_values.device
+        )
+        try:
+            out = original(pixel_values, *args, **kwargs)
+        finally:
+            self.last_run, self.run = self.run, None
+        object.__setattr__(out, RUN, self.last_run)  # travels with the features, e.g. through generate()
+        return out
+
+    # -- language model -----------------------------------------------------------------------------------------
+    def _text_forward(self, original, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                      inputs_embeds=None, use_cache=None, **kwargs):
+        layout, self.pending = self.pending, None
+        model = self.adapter.text_model
+        ours = layout is not None or (
+            past_key_values is not None and self._cache is not None and past_key_values is self._cache()
+        )
+        if not ours:
+            return original(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+        for name in _UNSUPPORTED_OUTPUTS:
+            if kwargs.get(name):
+                raise ValueError(f"{name}=True is not available on a compressed model; call handle.remove() first")
+        embeds = inputs_embeds if inputs_embeds is not None else model.embed_tokens(input_ids)
+        if layout is None:
+            return decoder.decode(model, self._book, embeds, position_ids, past_key_values)
+        if past_key_values is not None and past_key_values.get_seq_length() > 0:
+            raise ValueError("a compressed prefill needs an empty cache; pass past_key_values=None for a new prompt")
+        use_cache = model.config.use_cache if use_cache is None else use_cache
+        mask = attention_mask if attention_mask is not None else torch.ones(embeds.shape[:2], dtype=torch.long,
+                                                                            device=embeds.device)
+        out, book = decoder.prefill(model, self.plan, layout, self.record, embeds, mask, position_ids,
+                                    past_key_values, use_cache)
+        self._book = book
+        self._cache = weakref.ref(out.past_key_values) if book is not None else None
+        return out
+
+    def report(self) -> dict:
+        return self.record.report()

@@ -1,0 +1,125 @@
+"""The decoder loop of a compressed language model: prunes visual tokens between layers during prefill.
+
+Every layer sees only the tokens that survive to it and writes only those to its KV cache, so layers hold caches
+of different lengths; decoding continues against those caches with the positions the unpruned sequence would
+have. Tokens keep their original RoPE positions (2D ``(B, T)`` or M-RoPE ``(3, B, T)``). Pruning reads hidden
+states only, never attention weights, so SDPA and FlashAttention run unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast
+
+from tokenfunnel.ops.select import gather_tokens, topk_in_order
+from tokenfunnel.runtime.state import Layout, Plan, Record, ScoreInput
+
+
+@dataclass
+class CacheBook:
+    """What decoding against a pruned prefill cache needs to know about it."""
+
+    lengths: list[int]  # tokens each layer cached during prefill
+    valid: list[Tensor]  # per layer (B, length) False where the cached token is padding
+    next_position: Tensor  # (B,) or (3, B): the position after each sample's unpruned prompt
+
+
+def _take(pos: Tensor, idx: Tensor) -> Tensor:
+    """Gather positions (B, T) or (3, B, T) at per-sample indices (B, k)."""
+    if pos.dim() == 2:
+        return pos.gather(1, idx)
+    return pos.gather(2, idx.unsqueeze(0).expand(pos.shape[0], -1, -1))
+
+
+def _mask(impl: str, valid: Tensor, q: int, dtype: torch.dtype) -> Tensor | None:
+    """Mask for ``q`` queries that are the last q of ``valid`` (B, k) keys, causal among themselves.
+
+    None where the attention kernel's own causal path is exact (no padding, and square or single-query).
+    """
+    b, k = valid.shape
+    if bool(valid.all()) and (q == k or q == 1) and impl != "eager":
+        return None
+    if impl.startswith("flash"):
+        if q != k and q != 1:
+            raise NotImplementedError("FlashAttention cannot attend several new tokens to a pruned cache; use sdpa")
+        return valid.long()  # FlashAttention integrations take a 2D padding mask
+    rows = torch.arange(k - q, k, device=valid.device)[:, None]
+    allowed = valid[:, None, None, :] & (torch.arange(k, device=valid.device) <= rows)
+    allowed |= torch.arange(k, device=valid.device) == rows  # a padded query still attends itself: no empty rows
+    if impl == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _impl(model) -> str:
+    return getattr(model.config, "_attn_implementation", None) or "eager"
+
+
+def prefill(
+    model, plan: Plan, layout: Layout, record: Record, embeds: Tensor, mask: Tensor, positions: Tensor, cache, use_cache
+) -> tuple[BaseModelOutputWithPast, CacheBook | None]:
+    """Run ``model`` (a decoder-only text model) over ``embeds`` (B, T, D), pruning visual tokens per ``plan``."""
+    b, t, _ = embeds.shape
+    layers = model.layers[: model.config.num_hidden_layers]
+    visual = layout.visual
+    entering = int(visual[0].sum())
+    counts = plan.llm_counts(entering, layout.original, len(layers))
+    if use_cache and cache is None:
+        cache = DynamicCache(config=model.config)
+    impl = _impl(model)
+    idx = torch.arange(t, device=embeds.device).expand(b, t)
+    cells = (visual.long().cumsum(1) - 1).clamp(min=0)  # cell of each visual column
+    valid = mask.bool()
+    hidden, pos = embeds, positions
+    attn = _mask(impl, valid, t, embeds.dtype)
+    rope = model.rotary_emb(hidden, position_ids=pos)
+    book = CacheBook([], [], positions.max(-1).values + 1)
+    record.llm_visual_tokens, record.kept_cells = [], []
+    n_now = entering
+    for i, layer in enumerate(layers):
+        if counts[i] < n_now:
+            now_visual = visual.gather(1, idx)
+            at = now_visual.nonzero()[:, 1].view(b, n_now)  # where the visual tokens sit in the current sequence
+            scores = plan.score(ScoreInput(gather_tokens(hidden, at), cells.gather(1, idx.gather(1, at)),
+                                           layout.images, layer, i))
+            drop = torch.ones_like(now_visual)
+            drop.scatter_(1, at.gather(1, topk_in_order(scores, counts[i])), False)
+            stay = ~(now_visual & drop)
+            keep = stay.nonzero()[:, 1].view(b, -1)
+            idx, hidden, pos, valid = idx.gather(1, keep), gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
+            attn = _mask(impl, valid, idx.shape[1], hidden.dtype)
+            rope = model.rotary_emb(hidden, position_ids=pos)
+            n_now = counts[i]
+        record.llm_visual_tokens.append(n_now)
+        now_visual = visual.gather(1, idx)
+        record.kept_cells.append(cells.gather(1, idx)[now_visual].view(b, n_now))
+        book.lengths.append(idx.shape[1])
+        book.valid.append(valid)
+        hidden = layer(hidden, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=use_cache,
+                       position_embeddings=rope)
+    hidden = model.norm(hidden)
+    return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache), (book if use_cache else None)
+
+
+def decode(model, book: CacheBook, embeds: Tensor, positions: Tensor | None, cache) -> BaseModelOutputWithPast:
+    """Continue from a pruned prefill cache: ``embeds`` (B, q, D) attend every token each layer kept."""
+    b, q, _ = embeds.shape
+    layers = model.layers[: model.config.num_hidden_layers]
+    impl = _impl(model)
+    done = cache.layers[0].get_seq_length() - book.lengths[0]  # tokens decoded since prefill (crop-aware)
+    if positions is None:
+        step = torch.arange(done, done + q, device=embeds.device)
+        positions = book.next_position[..., None] + step
+    rope = model.rotary_emb(embeds, position_ids=positions)
+    hidden = embeds
+    for i, layer in enumerate(layers):
+        extra = cache.layers[i].get_seq_length() - book.lengths[i] + q
+        valid = torch.cat([book.valid[i], book.valid[i].new_ones(b, extra)], dim=1)
+        attn = _mask(impl, valid, q, hidden.dtype)
+        hidden = layer(hidden, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True,
+                       position_embeddings=rope)
+    return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), past_key_values=cache)

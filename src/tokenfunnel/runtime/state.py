@@ -1,0 +1,99 @@
+"""What travels between the stages of one compressed forward, what a method must provide, and report()."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torch import Tensor, nn
+
+
+RUN = "_tokenfunnel_run"  # attribute on a vision tower's output naming the EncoderRun that produced it
+
+
+@dataclass
+class EncoderRun:
+    """The patch grid of every image inside one vision-tower forward, as OIM shrinks it."""
+
+    prefix: int  # class/register tokens before the grid, never merged
+    size: Tensor  # (I, h, w) original patches covered by each token
+    rows: Tensor  # (I, h, 2) first/last original row each current row covers
+    cols: Tensor  # (I, w, 2) first/last original column each current column covers
+    steps: dict[int, tuple[str, int]]  # encoder layer -> ("cols" | "rows", pairs merged)
+    proportional: bool
+    patch_grid: tuple[int, int]  # the unmerged grid
+    tokens: list[int] = field(default_factory=list)  # tokens entering each encoder layer
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.size.shape[1], self.size.shape[2]
+
+    @property
+    def merged(self) -> bool:
+        return bool((self.size > 1).any())
+
+
+@dataclass
+class ScoreInput:
+    """The visual tokens entering a decoder layer that is about to prune, for a method to score."""
+
+    hidden: Tensor  # (B, n, D) their hidden states
+    cells: Tensor  # (B, n) index of each into the sample's visual tokens as they left the encoder, ascending
+    images: list[tuple[int, int]]  # grid (h, w) of each image of a sample, in sequence order
+    layer: nn.Module  # the decoder layer they are about to enter
+    index: int  # its index
+
+
+class Plan(Protocol):
+    """What the runtime asks of a compression method."""
+
+    proportional: bool
+
+    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
+        """OIM steps for an h x w patch grid over the first ``layers`` encoder layers (those feeding the LLM)."""
+
+    def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
+        """Visual tokens entering each decoder layer, given how many leave the encoder and how many would unmodified."""
+
+    def score(self, inputs: ScoreInput) -> Tensor:
+        """(B, n) scores; the highest are kept."""
+
+
+@dataclass
+class Layout:
+    """Where the visual tokens sit in the sequence entering the language model (set by the family adapter)."""
+
+    visual: Tensor  # (B, T) bool
+    images: list[tuple[int, int]]  # grid of each image of a sample after the encoder
+    original: int  # visual tokens per sample the unmodified model would have
+    boxes: list[Tensor]  # per image of the batch: (h*w, 4) [row0, row1, col0, col1] original patches covered
+    patch_grid: tuple[int, int]  # the unmerged patch grid of one image
+
+
+@dataclass
+class Record:
+    """What the last compressed forward did; report() turns it into plain Python."""
+
+    encoder_tokens: list[int] | None = None
+    encoder_original: list[int] | None = None
+    layout: Layout | None = None
+    llm_visual_tokens: list[int] = field(default_factory=list)
+    kept_cells: list[Tensor] = field(default_factory=list)  # per decoder layer, (B, n_l) cells entering it
+
+    def report(self) -> dict:
+        if self.layout is None:
+            raise RuntimeError("nothing to report yet; run a forward pass with an image through the model first")
+        lay = self.layout
+        out: dict = {}
+        if self.encoder_tokens is not None:
+            out["encoder_tokens"] = list(self.encoder_tokens)
+            out["encoder_keep"] = round(sum(self.encoder_tokens) / sum(self.encoder_original), 6)
+        out["visual_tokens"] = int(lay.visual[0].sum())
+        out["original_visual_tokens"] = lay.original
+        out["llm_visual_tokens"] = list(self.llm_visual_tokens)
+        out["keep"] = round(sum(self.llm_visual_tokens) / (lay.original * len(self.llm_visual_tokens)), 6)
+        out["grids"] = [list(g) for g in lay.images]
+        out["patch_grid"] = list(lay.patch_grid)
+        out["boxes"] = [b.tolist() for b in lay.boxes]
+        out["kept"] = [cells.tolist() for cells in self.kept_cells]
+        return out
