@@ -48,16 +48,37 @@ class LlavaAdapter:
     def install(self, runtime) -> None:
         runtime.patcher.forward(self.core, lambda original, *a, **k: self._forward(runtime, original, *a, **k))
 
-    def _forward(self, rt, original, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None,
-                 past_key_values=None, inputs_embeds=None, vision_feature_layer=None,
-                 vision_feature_select_strategy=None, mm_encoder_outputs=None, **kwargs):
-        call = dict(attention_mask=attention_mask, past_key_values=past_key_values,
-                    vision_feature_layer=vision_feature_layer,
-                    vision_feature_select_strategy=vision_feature_select_strategy, **kwargs)
+    def _forward(
+        self,
+        rt,
+        original,
+        input_ids=None,
+        pixel_values=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        vision_feature_layer=None,
+        vision_feature_select_strategy=None,
+        mm_encoder_outputs=None,
+        **kwargs,
+    ):
+        call = dict(
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            **kwargs,
+        )
         encoded = (mm_encoder_outputs or {}).get("image")
         if pixel_values is None and encoded is None:  # text only, or decoding after the prefill
-            return original(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=position_ids,
-                            mm_encoder_outputs=mm_encoder_outputs, **call)
+            return original(
+                input_ids=input_ids,
+                inputs_embeds=inputs_embeds,
+                position_ids=position_ids,
+                mm_encoder_outputs=mm_encoder_outputs,
+                **call,
+            )
         if pixel_values is not None and encoded is not None:
             raise ValueError("pass pixel_values or mm_encoder_outputs, not both")
         if input_ids is None:
@@ -69,12 +90,16 @@ class LlavaAdapter:
             raise ValueError(f"vision_feature_select_strategy={strategy!r} is not supported; use 'default'")
         if encoded is None:  # generate() encodes images before the prefill and hands them over as mm_encoder_outputs
             encoded = self.core.get_image_features(
-                pixel_values=pixel_values, vision_feature_layer=vision_feature_layer,
-                vision_feature_select_strategy=strategy, return_dict=True,
+                pixel_values=pixel_values,
+                vision_feature_layer=vision_feature_layer,
+                vision_feature_select_strategy=strategy,
+                return_dict=True,
             )
         run = getattr(encoded, RUN, None)
         if run is None:
-            raise ValueError("these image features were computed without compression; encode them on the compressed model")
+            raise ValueError(
+                "these image features were computed without compression; encode them on the compressed model"
+            )
         b, t = input_ids.shape
         h, w = run.patch_grid
         per_image = h * w
@@ -82,8 +107,10 @@ class LlavaAdapter:
         per_sample = int(placeholders[0])
         if per_sample == 0:
             raise ValueError("the prompt holds no <image> placeholder; build inputs with the model's processor")
-        if bool((placeholders != per_sample).any()) or per_sample % per_image or per_sample // per_image * b != len(
-            run.size
+        if (
+            bool((placeholders != per_sample).any())
+            or per_sample % per_image
+            or per_sample // per_image * b != len(run.size)
         ):
             raise ValueError(
                 f"each sample must hold the same number of images of {per_image} placeholders "
@@ -96,13 +123,21 @@ class LlavaAdapter:
         rt.record.encoder_original = [run.prefix + per_image] * len(run.tokens)
         if (hh, ww) == (h, w) and all(c == per_sample for c in counts):  # nothing to compress: the model as it is
             rt.record.layout = Layout(
-                visual=input_ids == self.image_token_id, images=[(h, w)] * images, original=per_sample,
-                boxes=list(_boxes(run.rows, run.cols)), patch_grid=(h, w),
+                visual=input_ids == self.image_token_id,
+                images=[(h, w)] * images,
+                original=per_sample,
+                boxes=list(_boxes(run.rows, run.cols)),
+                patch_grid=(h, w),
             )
             rt.record.llm_visual_tokens = list(counts)
             rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * len(counts)
-            return original(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=position_ids,
-                            mm_encoder_outputs={"image": encoded}, **call)
+            return original(
+                input_ids=input_ids,
+                inputs_embeds=inputs_embeds,
+                position_ids=position_ids,
+                mm_encoder_outputs={"image": encoded},
+                **call,
+            )
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         positions = position_ids if position_ids is not None else prompt_positions(mask)
         cols = (input_ids == self.image_token_id).nonzero()[:, 1].view(b, images, per_image)
@@ -112,12 +147,16 @@ class LlavaAdapter:
         idx = keep.nonzero()[:, 1].view(b, -1)
         ids = input_ids.gather(1, idx)
         rt.record.layout = rt.pending = Layout(
-            visual=ids == self.image_token_id, images=[(hh, ww)] * images, original=per_sample,
-            boxes=list(_boxes(run.rows, run.cols)), patch_grid=(h, w),
+            visual=ids == self.image_token_id,
+            images=[(hh, ww)] * images,
+            original=per_sample,
+            boxes=list(_boxes(run.rows, run.cols)),
+            patch_grid=(h, w),
         )
         call["attention_mask"] = mask.gather(1, idx)
-        return original(input_ids=ids, position_ids=positions.gather(1, idx), mm_encoder_outputs={"image": encoded},
-                        **call)
+        return original(
+            input_ids=ids, position_ids=positions.gather(1, idx), mm_encoder_outputs={"image": encoded}, **call
+        )
 
 
 def _centres(rows: Tensor, cols: Tensor, w: int) -> Tensor:

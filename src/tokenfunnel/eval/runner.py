@@ -9,9 +9,7 @@ from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import predict
 
 
-def evaluate(
-    model, processor, dataset: str, samples: int, seed: int = 0, batch_size: int = 8, progress=None
-) -> dict:
+def evaluate(model, processor, dataset: str, samples: int, seed: int = 0, batch_size: int = 8, progress=None) -> dict:
     """`{"method", "keep", "dataset", "samples", "accuracy", ...}` for the uncompressed model."""
     row = evaluate_samples(model, processor, easyvqa.load_set(dataset, samples, seed), dataset, batch_size, progress)
     return {**row, "seed": seed}

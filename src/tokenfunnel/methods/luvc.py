@@ -46,7 +46,9 @@ class LUVCConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.keep <= 1:
-            raise ValueError(f"keep must be in (0, 1], got {self.keep}; e.g. keep=0.25 keeps a quarter of the visual FLOPs")
+            raise ValueError(
+                f"keep must be in (0, 1], got {self.keep}; e.g. keep=0.25 keeps a quarter of the visual FLOPs"
+            )
         if self.grid_keep is not None and not 0 < self.grid_keep <= 1:
             raise ValueError(f"grid_keep must be in (0, 1] or None, got {self.grid_keep}")
         if not 0 <= self.encoder_start < 1:

@@ -14,7 +14,9 @@ def _by_config(config) -> str:
     for name, (cls, _) in METHODS.items():
         if isinstance(config, cls):
             return name
-    raise TypeError(f"unknown config type {type(config).__name__}; pass a method name ({', '.join(METHODS)}) or its config")
+    raise TypeError(
+        f"unknown config type {type(config).__name__}; pass a method name ({', '.join(METHODS)}) or its config"
+    )
 
 
 def compress(model, method="luvc", keep: float | None = None, **options) -> Handle:

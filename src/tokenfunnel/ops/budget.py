@@ -25,7 +25,9 @@ def _profile(shape: str, p: float, n: int, ramp: int) -> list[float]:
     raise ValueError(f"unknown cascade shape {shape!r}; use one of {SHAPES}")
 
 
-def cascade(n: int, layers: int, mean: float, shape: str = "linear", start: int = 0, final_zero: bool = True) -> list[int]:
+def cascade(
+    n: int, layers: int, mean: float, shape: str = "linear", start: int = 0, final_zero: bool = True
+) -> list[int]:
     """Visual tokens entering each of ``layers`` decoder layers: ``n`` before ``start``, then falling, 0 last.
 
     ``mean`` is the target average count per layer. Raises if it cannot be reached under the constraints.
@@ -41,8 +43,9 @@ def cascade(n: int, layers: int, mean: float, shape: str = "linear", start: int 
     total = mean * layers
     if not low - 1e-9 <= total <= high + 1e-9:
         raise ValueError(
-            f"a mean of {mean:.2f} tokens per layer is out of reach (between {low / layers:.2f} and {high / layers:.2f} "
-            f"with {n} tokens, start layer {start}, final_zero={final_zero}); change keep, start or final_zero"
+            f"a mean of {mean:.2f} tokens per layer is out of reach (between {low / layers:.2f} and "
+            f"{high / layers:.2f} with {n} tokens, start layer {start}, "
+            f"final_zero={final_zero}); change keep, start or final_zero"
         )
     target = round(total) - low
     lo, hi = 0.0, 1.0

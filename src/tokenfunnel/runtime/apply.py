@@ -68,16 +68,32 @@ class Runtime:
         return out
 
     # -- language model -----------------------------------------------------------------------------------------
-    def _text_forward(self, original, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                      inputs_embeds=None, use_cache=None, **kwargs):
+    def _text_forward(
+        self,
+        original,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        use_cache=None,
+        **kwargs,
+    ):
         layout, self.pending = self.pending, None
         model = self.adapter.text_model
         ours = layout is not None or (
             past_key_values is not None and self._cache is not None and past_key_values is self._cache()
         )
         if not ours:
-            return original(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
+            return original(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                inputs_embeds=inputs_embeds,
+                use_cache=use_cache,
+                **kwargs,
+            )
         for name in _UNSUPPORTED_OUTPUTS:
             if kwargs.get(name):
                 raise ValueError(f"{name}=True is not available on a compressed model; call handle.remove() first")
@@ -87,10 +103,14 @@ class Runtime:
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
             raise ValueError("a compressed prefill needs an empty cache; pass past_key_values=None for a new prompt")
         use_cache = model.config.use_cache if use_cache is None else use_cache
-        mask = attention_mask if attention_mask is not None else torch.ones(embeds.shape[:2], dtype=torch.long,
-                                                                            device=embeds.device)
-        out, book = decoder.prefill(model, self.plan, layout, self.record, embeds, mask, position_ids,
-                                    past_key_values, use_cache)
+        mask = (
+            attention_mask
+            if attention_mask is not None
+            else torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        )
+        out, book = decoder.prefill(
+            model, self.plan, layout, self.record, embeds, mask, position_ids, past_key_values, use_cache
+        )
         self._book = book
         self._cache = weakref.ref(out.past_key_values) if book is not None else None
         return out

@@ -84,13 +84,19 @@ def prefill(
         if counts[i] < n_now:
             now_visual = visual.gather(1, idx)
             at = now_visual.nonzero()[:, 1].view(b, n_now)  # where the visual tokens sit in the current sequence
-            scores = plan.score(ScoreInput(gather_tokens(hidden, at), cells.gather(1, idx.gather(1, at)),
-                                           layout.images, layer, i))
+            scores = plan.score(
+                ScoreInput(gather_tokens(hidden, at), cells.gather(1, idx.gather(1, at)), layout.images, layer, i)
+            )
             drop = torch.ones_like(now_visual)
             drop.scatter_(1, at.gather(1, topk_in_order(scores, counts[i])), False)
             stay = ~(now_visual & drop)
             keep = stay.nonzero()[:, 1].view(b, -1)
-            idx, hidden, pos, valid = idx.gather(1, keep), gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
+            idx, hidden, pos, valid = (
+                idx.gather(1, keep),
+                gather_tokens(hidden, keep),
+                _take(pos, keep),
+                valid.gather(1, keep),
+            )
             attn = _mask(impl, valid, idx.shape[1], hidden.dtype)
             rope = model.rotary_emb(hidden, position_ids=pos)
             n_now = counts[i]
@@ -99,8 +105,14 @@ def prefill(
         record.kept_cells.append(cells.gather(1, idx)[now_visual].view(b, n_now))
         book.lengths.append(idx.shape[1])
         book.valid.append(valid)
-        hidden = layer(hidden, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=use_cache,
-                       position_embeddings=rope)
+        hidden = layer(
+            hidden,
+            attention_mask=attn,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=use_cache,
+            position_embeddings=rope,
+        )
     hidden = model.norm(hidden)
     return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache), (book if use_cache else None)
 
@@ -120,6 +132,12 @@ def decode(model, book: CacheBook, embeds: Tensor, positions: Tensor | None, cac
         extra = cache.layers[i].get_seq_length() - book.lengths[i] + q
         valid = torch.cat([book.valid[i], book.valid[i].new_ones(b, extra)], dim=1)
         attn = _mask(impl, valid, q, hidden.dtype)
-        hidden = layer(hidden, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True,
-                       position_embeddings=rope)
+        hidden = layer(
+            hidden,
+            attention_mask=attn,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            position_embeddings=rope,
+        )
     return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), past_key_values=cache)

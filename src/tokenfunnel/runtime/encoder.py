@@ -45,7 +45,9 @@ def _bias(run: EncoderRun, dtype: torch.dtype) -> Tensor:
     return torch.cat([head, grid], dim=1)[:, None, None, :].to(dtype)
 
 
-def layer_forward(index: int, layer: nn.Module, halves: tuple[Callable, Callable], current: Callable[[], EncoderRun | None]):
+def layer_forward(
+    index: int, layer: nn.Module, halves: tuple[Callable, Callable], current: Callable[[], EncoderRun | None]
+):
     """A forward for encoder layer ``index`` that merges when the active run schedules a step there."""
     attention, mlp = halves
 

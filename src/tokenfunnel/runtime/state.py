@@ -7,7 +7,6 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
-
 RUN = "_tokenfunnel_run"  # attribute on a vision tower's output naming the EncoderRun that produced it
 
 
