@@ -69,29 +69,63 @@ def _default_cases() -> list[tuple[str, object, str]]:
     ]
 
 
-def _answer(model, processor, image, question: str, max_new_tokens: int = 8) -> dict:
-    import torch
+def _prefill_seconds(model, batch, repeats: int = 3) -> float:
+    """Median wall time of one prefill (the first call also warms up)."""
+    import statistics
 
     from tokenfunnel.eval.scoring import prompt_positions
 
-    batch = processor([image], [question])
-    with torch.no_grad():
+    times = []
+    for _ in range(repeats + 1):
         started = time.perf_counter()
         model(**batch, position_ids=prompt_positions(batch["attention_mask"]))
-        prefill_s = time.perf_counter() - started
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def _answer(model, processor, image, question: str, max_new_tokens: int = 8) -> dict:
+    import torch
+
+    batch = processor([image], [question])
+    with torch.no_grad():
+        prefill_s = _prefill_seconds(model, batch)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
     answer = processor.decode(out[0, batch["input_ids"].shape[1] :])
     visual = int((batch["input_ids"] == processor.image_token_id).sum())
     return {"answer": answer, "visual_tokens": visual, "prefill_s": round(prefill_s, 4)}
 
 
+def _compressed_answer(model, processor, image, question: str, method: str, keep: float) -> dict:
+    import tokenfunnel
+
+    with tokenfunnel.compress(model, method, keep=keep) as handle:
+        out = _answer(model, processor, image, question)
+        report = handle.report()
+    out["visual_tokens"] = report["visual_tokens"]
+    out["keep"] = report["keep"]
+    out["encoder_keep"] = report.get("encoder_keep", 1.0)
+    return out
+
+
+def _check_method(method: str, keep: float) -> None:
+    from tokenfunnel.methods.registry import METHODS
+
+    if method != "none" and method not in METHODS:
+        fail(f"unknown method {method!r}: choose one of none, {', '.join(METHODS)}")
+    if not 0 < keep <= 1:
+        fail(f"--keep must be in (0, 1], got {keep} (e.g. --keep 0.25 keeps a quarter of the visual-token FLOPs)")
+
+
 @app.command()
 def demo(
     image: Path | None = typer.Option(None, "--image", help="An image file to ask about (default: built-in cases)."),
     question: str | None = typer.Option(None, "--question", help="The question to ask about --image."),
+    method: str = typer.Option("luvc", "--method", help="Compression method to show beside uncompressed, or none."),
+    keep: float = typer.Option(0.25, "--keep", help="FLOP-equivalent fraction of visual tokens to keep."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Answer questions with the bundled VLM, showing the visual token count and prefill time."""
+    """Answer questions with the bundled VLM, uncompressed and compressed, with token counts and prefill time."""
+    _check_method(method, keep)
     if question is not None and not question.strip():
         fail("the question is empty: pass a non-empty --question")
     if image is not None:
@@ -103,18 +137,71 @@ def demo(
     model, processor = _load(quiet=as_json)
     results = []
     for label, picture, text in cases:
-        results.append({"image": label, "question": text, "uncompressed": _answer(model, processor, picture, text)})
+        row = {"image": label, "question": text, "uncompressed": _answer(model, processor, picture, text)}
+        if method != "none":
+            row["compressed"] = {"method": method, **_compressed_answer(model, processor, picture, text, method, keep)}
+        results.append(row)
     if as_json:
-        typer.echo(json.dumps({"uncompressed": results[0]["uncompressed"], "cases": results}))
+        first = {k: v for k, v in results[0].items() if k in ("uncompressed", "compressed")}
+        typer.echo(json.dumps({**first, "cases": results}))
         return
     table = Table(title="tokenfunnel demo — bundled VLM (DINOv2-S + SmolLM2-135M)")
-    for column in ("image", "question", "answer", "visual tokens", "prefill (s)"):
+    for column in ("image", "question", "model", "answer", "visual tokens", "keep", "prefill (s)"):
         table.add_column(column)
     for row in results:
-        out = row["uncompressed"]
-        cells = (row["image"], row["question"], out["answer"], str(out["visual_tokens"]), f"{out['prefill_s']:.3f}")
-        table.add_row(*cells)
+        for name in ("uncompressed", "compressed"):
+            if name not in row:
+                continue
+            out = row[name]
+            label = name if name == "uncompressed" else f"{method} keep={keep:g}"
+            first = name == "uncompressed"
+            cells = (
+                row["image"] if first else "",
+                row["question"] if first else "",
+                label,
+                out["answer"],
+                str(out["visual_tokens"]),
+                f"{out.get('keep', 1.0):.3f}",
+                f"{out['prefill_s']:.3f}",
+            )
+            table.add_row(*cells)
     Console().print(table)
+
+
+@app.command()
+def show(
+    image: Path = typer.Option(..., "--image", help="The image to compress."),
+    question: str = typer.Option(..., "--question", help="The question asked about it."),
+    method: str = typer.Option("luvc", "--method", help="Compression method."),
+    keep: float = typer.Option(0.25, "--keep", help="FLOP-equivalent fraction of visual tokens to keep."),
+    out: Path = typer.Option(Path("kept.png"), "--out", help="Where to write the picture (PNG)."),
+) -> None:
+    """Draw which regions of the image survive the encoder and a few LLM layers."""
+    _check_method(method, keep)
+    if method == "none":
+        fail("--method none compresses nothing; pick a method such as luvc")
+    if not question.strip():
+        fail("the question is empty: pass a non-empty --question")
+    if out.suffix.lower() != ".png":
+        fail(f"--out must end in .png, got {out}")
+    if not out.parent.exists():
+        fail(f"folder {out.parent} does not exist: create it or pick another --out")
+    picture_in = _read_image(image)
+    import torch
+
+    import tokenfunnel
+    from tokenfunnel.eval.scoring import prompt_positions
+    from tokenfunnel.viz.kept import kept_figure, picture
+
+    model, processor = _load(quiet=False)
+    batch = processor([picture_in], [question])
+    with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep) as handle:
+        model(**batch, position_ids=prompt_positions(batch["attention_mask"]))
+        report = handle.report()
+    ip = processor.image_processor
+    fig = kept_figure(picture(batch["pixel_values"][0], ip.image_mean, ip.image_std), report)
+    fig.savefig(out, dpi=110)
+    typer.echo(f"wrote {out} (keep {report['keep']:.3f}, {report['visual_tokens']} tokens after the encoder)")
 
 
 @app.command("eval")
@@ -123,9 +210,12 @@ def evaluate(
     samples: int = typer.Option(300, "--samples", help="Number of test questions."),
     seed: int = typer.Option(0, "--seed", help="Seed that draws the questions (and mosaics)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per forward pass."),
+    method: str = typer.Option("none", "--method", help="Compression method (none = uncompressed)."),
+    keep: float = typer.Option(1.0, "--keep", help="FLOP-equivalent fraction of visual tokens to keep."),
     as_json: bool = typer.Option(False, "--json", help="Print the result rows as JSON."),
 ) -> None:
-    """Closed-set accuracy of the bundled VLM on an easy-VQA test set."""
+    """Closed-set accuracy of the bundled VLM on an easy-VQA test set, optionally compressed."""
+    _check_method(method, keep)
     from tokenfunnel.data.easyvqa import DATASETS
 
     if dataset not in DATASETS:
@@ -141,7 +231,8 @@ def evaluate(
     model, processor = _load(quiet=as_json)
     with Progress(console=err, disable=as_json, transient=True) as progress:
         task = progress.add_task(f"evaluating on {dataset}", total=samples)
-        row = run_eval(model, processor, dataset, samples, seed, batch_size, lambda n: progress.advance(task, n))
+        advance = lambda n: progress.advance(task, n)  # noqa: E731
+        row = run_eval(model, processor, dataset, samples, seed, batch_size, advance, method=method, keep=keep)
     if as_json:
         typer.echo(json.dumps({"rows": [row]}))
         return

@@ -9,10 +9,27 @@ from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import predict
 
 
-def evaluate(model, processor, dataset: str, samples: int, seed: int = 0, batch_size: int = 8, progress=None) -> dict:
-    """`{"method", "keep", "dataset", "samples", "accuracy", ...}` for the uncompressed model."""
-    row = evaluate_samples(model, processor, easyvqa.load_set(dataset, samples, seed), dataset, batch_size, progress)
-    return {**row, "seed": seed}
+def evaluate(
+    model,
+    processor,
+    dataset: str,
+    samples: int,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress=None,
+    method: str = "none",
+    keep: float = 1.0,
+) -> dict:
+    """`{"method", "keep", "dataset", "samples", "accuracy", ...}`; ``method="none"`` is the uncompressed model."""
+    items = easyvqa.load_set(dataset, samples, seed)
+    if method == "none":
+        return {**evaluate_samples(model, processor, items, dataset, batch_size, progress), "seed": seed}
+    import tokenfunnel
+
+    with tokenfunnel.compress(model, method, keep=keep) as handle:
+        row = evaluate_samples(model, processor, items, dataset, batch_size, progress)
+        realised = handle.report()["keep"]
+    return {**row, "method": method, "keep": keep, "realised_keep": realised, "seed": seed}
 
 
 def evaluate_samples(model, processor, items, dataset: str, batch_size: int = 8, progress=None) -> dict:

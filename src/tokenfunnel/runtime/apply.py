@@ -81,9 +81,7 @@ class Runtime:
     ):
         layout, self.pending = self.pending, None
         model = self.adapter.text_model
-        ours = layout is not None or (
-            past_key_values is not None and self._cache is not None and past_key_values is self._cache()
-        )
+        ours = layout is not None or self.owns_cache(past_key_values)
         if not ours:
             return original(
                 input_ids=input_ids,
@@ -114,6 +112,10 @@ class Runtime:
         self._book = book
         self._cache = weakref.ref(out.past_key_values) if book is not None else None
         return out
+
+    def owns_cache(self, cache) -> bool:
+        """Whether ``cache`` holds a pruned prefill of this runtime (so decoding must go through its loop)."""
+        return cache is not None and self._cache is not None and cache is self._cache()
 
     def report(self) -> dict:
         return self.record.report()

@@ -55,6 +55,11 @@ def _mask(impl: str, valid: Tensor, q: int, dtype: torch.dtype) -> Tensor | None
     return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+def _layer_positions(pos: Tensor) -> Tensor | None:
+    # layers only read positions for FlashAttention's packed-sequence detection; M-RoPE models pass None there
+    return pos if pos.dim() == 2 else None
+
+
 def _impl(model) -> str:
     return getattr(model.config, "_attn_implementation", None) or "eager"
 
@@ -108,7 +113,7 @@ def prefill(
         hidden = layer(
             hidden,
             attention_mask=attn,
-            position_ids=pos,
+            position_ids=_layer_positions(pos),
             past_key_values=cache,
             use_cache=use_cache,
             position_embeddings=rope,
@@ -135,7 +140,7 @@ def decode(model, book: CacheBook, embeds: Tensor, positions: Tensor | None, cac
         hidden = layer(
             hidden,
             attention_mask=attn,
-            position_ids=positions,
+            position_ids=_layer_positions(positions),
             past_key_values=cache,
             use_cache=True,
             position_embeddings=rope,

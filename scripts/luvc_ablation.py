@@ -1,0 +1,94 @@
+"""Choose LUVC's defaults on the dev split (easy-VQA training images the bundled VLM never saw), never on test.
+
+    python scripts/luvc_ablation.py --samples 180 --out benchmarks/luvc_ablation.json
+
+Each row: one LUVC option changed from the defaults at one keep, its accuracy on dev mosaics and its agreement
+with the uncompressed model's answers on the same questions (a paired, less noisy signal). Resumable: rows
+already in the output file are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import tokenfunnel
+from tokenfunnel.data import easyvqa
+from tokenfunnel.eval.scoring import predict
+from tokenfunnel.models.train import dev_image_ids
+
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "spectrum=1d": {"spectrum": "1d"},
+    "spectrum=channel": {"spectrum": "channel"},
+    "prefer=low": {"prefer": "low"},
+    "cutoff=0.25": {"cutoff": 0.25},
+    "cutoff=0.75": {"cutoff": 0.75},
+    "normed=False": {"normed": False},
+    "grid_keep=1 (SPU only)": {"grid_keep": 1.0},
+    "proportional=True": {"proportional": True},
+    "encoder_start=0": {"encoder_start": 0.0},
+    "shape=geometric": {"shape": "geometric"},
+    "shape=step": {"shape": "step"},
+}
+
+
+def answers(model, processor, items, batch: int) -> list[str]:
+    out = []
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        out += predict(model, processor, [s.image for s in chunk], [s.question for s in chunk], easyvqa.answers())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=180)
+    parser.add_argument("--keep", type=float, nargs="+", default=[0.25])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_ablation.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    done = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    have = {(r["variant"], r["keep"]) for r in done["rows"]}
+    model, processor = tokenfunnel.load_bundled(quiet=True)
+    items = easyvqa.grid_set(args.samples, 0, split="train", image_ids=dev_image_ids())
+    truth = [s.answer for s in items]
+    started = time.perf_counter()
+    with torch.no_grad():
+        reference = answers(model, processor, items, args.batch)
+    base = {"variant": "uncompressed", "keep": 1.0, "accuracy": _mean(a == t for a, t in zip(reference, truth)),
+            "agreement": 1.0, "seconds": round(time.perf_counter() - started, 1)}
+    done["rows"] = [r for r in done["rows"] if r["variant"] != "uncompressed"] + [base]
+    print(json.dumps(base), flush=True)
+    for keep in args.keep:
+        for name in args.variants:
+            if (name, keep) in have:
+                continue
+            started = time.perf_counter()
+            with torch.no_grad(), tokenfunnel.compress(model, "luvc", keep=keep, **VARIANTS[name]) as handle:
+                got = answers(model, processor, items, args.batch)
+                realised = handle.report()["keep"]
+            row = {"variant": name, "keep": keep, "options": VARIANTS[name], "realised_keep": realised,
+                   "accuracy": _mean(a == t for a, t in zip(got, truth)),
+                   "agreement": _mean(a == r for a, r in zip(got, reference)),
+                   "seconds": round(time.perf_counter() - started, 1)}
+            done["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            done.update(samples=args.samples, dataset="dev-grid (easy-VQA train images never shown in training)")
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(done, indent=1) + "\n")
+
+
+def _mean(hits) -> float:
+    hits = list(hits)
+    return round(sum(hits) / len(hits), 4)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""LLM prefill time of LUVC against the uncompressed model, and what the token counts allow in FLOPs.
+
+    python scripts/luvc_speed.py --keep 0.5 0.25 0.11 --samples 12 --out benchmarks/luvc_speed.json
+
+Batch 1, fp32, one mosaic question per sample (test split: timing only, no accuracy). For each sample the
+uncompressed model and every keep run interleaved (A/B/C/...), each timed as the median of --repeats prefills
+after one warm-up, so machine drift hits all alike. Speedup = median over samples of uncompressed / compressed
+LLM prefill time; the FLOP-ideal speedup comes from the analytic FLOPs of the tokens entering each layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+
+import tokenfunnel
+from tokenfunnel.bench.flops import prefill_flops
+from tokenfunnel.bench.prefill import llm_timer
+from tokenfunnel.data import easyvqa
+from tokenfunnel.eval.scoring import prompt_positions
+
+
+def timed(model, batch, repeats: int) -> float:
+    with llm_timer(model.model.language_model) as seconds:
+        for _ in range(repeats + 1):
+            model(**batch, position_ids=prompt_positions(batch["attention_mask"]))
+    return statistics.median(seconds[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.25, 0.11])
+    parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_speed.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, processor = tokenfunnel.load_bundled(quiet=True)
+    config = model.config.text_config
+    items = easyvqa.load_set("easyvqa-grid", args.samples, seed=1)
+    times: dict[float, list[float]] = {k: [] for k in [1.0, *args.keep]}
+    counts: dict[float, list[int]] = {}
+    text_tokens = 0
+    with torch.no_grad():
+        for item in items:
+            batch = processor([item.image], [item.question])
+            seq = batch["input_ids"].shape[1]
+            visual = int((batch["input_ids"] == processor.image_token_id).sum())
+            text_tokens = seq - visual
+            times[1.0].append(timed(model, batch, args.repeats))
+            counts[1.0] = [visual] * config.num_hidden_layers
+            for keep in args.keep:
+                with tokenfunnel.compress(model, "luvc", keep=keep) as handle:
+                    times[keep].append(timed(model, batch, args.repeats))
+                    counts[keep] = handle.report()["llm_visual_tokens"]
+    full = prefill_flops([text_tokens + n for n in counts[1.0]], config)
+    rows = []
+    for keep, seconds in times.items():
+        flops = prefill_flops([text_tokens + n for n in counts[keep]], config)
+        speedups = [a / b for a, b in zip(times[1.0], seconds, strict=True)]
+        ideal = full / flops
+        rows.append({
+            "method": "none" if keep == 1.0 else "luvc", "keep": keep,
+            "realised_keep": round(sum(counts[keep]) / (counts[1.0][0] * len(counts[keep])), 4),
+            "llm_prefill_s": round(statistics.median(seconds), 5),
+            "speedup_llm_prefill": round(statistics.median(speedups), 3),
+            "flops_llm": flops, "flops_ideal_speedup": round(ideal, 3),
+            "share_of_ideal": round(statistics.median(speedups) / ideal, 3),
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    out = {"rows": rows, "samples": args.samples, "repeats": args.repeats, "threads": args.threads,
+           "text_tokens": text_tokens, "visual_tokens": counts[1.0][0], "machine": platform.processor() or
+           platform.machine(), "torch": torch.__version__, "dtype": "float32", "batch": 1}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

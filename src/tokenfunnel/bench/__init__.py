@@ -1,0 +1,1 @@
+"""Measuring compression: analytic FLOPs, trustworthy timings, sweeps."""

@@ -1,0 +1,1 @@
+"""Pictures: which image regions survive each compression stage, and Pareto plots."""
