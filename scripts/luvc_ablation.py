@@ -62,8 +62,13 @@ def main() -> None:
     started = time.perf_counter()
     with torch.no_grad():
         reference = answers(model, processor, items, args.batch)
-    base = {"variant": "uncompressed", "keep": 1.0, "accuracy": _mean(a == t for a, t in zip(reference, truth)),
-            "agreement": 1.0, "seconds": round(time.perf_counter() - started, 1)}
+    base = {
+        "variant": "uncompressed",
+        "keep": 1.0,
+        "accuracy": _mean(a == t for a, t in zip(reference, truth, strict=True)),
+        "agreement": 1.0,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     done["rows"] = [r for r in done["rows"] if r["variant"] != "uncompressed"] + [base]
     print(json.dumps(base), flush=True)
     for keep in args.keep:
@@ -74,10 +79,15 @@ def main() -> None:
             with torch.no_grad(), tokenfunnel.compress(model, "luvc", keep=keep, **VARIANTS[name]) as handle:
                 got = answers(model, processor, items, args.batch)
                 realised = handle.report()["keep"]
-            row = {"variant": name, "keep": keep, "options": VARIANTS[name], "realised_keep": realised,
-                   "accuracy": _mean(a == t for a, t in zip(got, truth)),
-                   "agreement": _mean(a == r for a, r in zip(got, reference)),
-                   "seconds": round(time.perf_counter() - started, 1)}
+            row = {
+                "variant": name,
+                "keep": keep,
+                "options": VARIANTS[name],
+                "realised_keep": realised,
+                "accuracy": _mean(a == t for a, t in zip(got, truth, strict=True)),
+                "agreement": _mean(a == r for a, r in zip(got, reference, strict=True)),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
             done["rows"].append(row)
             print(json.dumps(row), flush=True)
             done.update(samples=args.samples, dataset="dev-grid (easy-VQA train images never shown in training)")

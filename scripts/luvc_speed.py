@@ -65,18 +65,31 @@ def main() -> None:
         flops = prefill_flops([text_tokens + n for n in counts[keep]], config)
         speedups = [a / b for a, b in zip(times[1.0], seconds, strict=True)]
         ideal = full / flops
-        rows.append({
-            "method": "none" if keep == 1.0 else "luvc", "keep": keep,
-            "realised_keep": round(sum(counts[keep]) / (counts[1.0][0] * len(counts[keep])), 4),
-            "llm_prefill_s": round(statistics.median(seconds), 5),
-            "speedup_llm_prefill": round(statistics.median(speedups), 3),
-            "flops_llm": flops, "flops_ideal_speedup": round(ideal, 3),
-            "share_of_ideal": round(statistics.median(speedups) / ideal, 3),
-        })
+        rows.append(
+            {
+                "method": "none" if keep == 1.0 else "luvc",
+                "keep": keep,
+                "realised_keep": round(sum(counts[keep]) / (counts[1.0][0] * len(counts[keep])), 4),
+                "llm_prefill_s": round(statistics.median(seconds), 5),
+                "speedup_llm_prefill": round(statistics.median(speedups), 3),
+                "flops_llm": flops,
+                "flops_ideal_speedup": round(ideal, 3),
+                "share_of_ideal": round(statistics.median(speedups) / ideal, 3),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    out = {"rows": rows, "samples": args.samples, "repeats": args.repeats, "threads": args.threads,
-           "text_tokens": text_tokens, "visual_tokens": counts[1.0][0], "machine": platform.processor() or
-           platform.machine(), "torch": torch.__version__, "dtype": "float32", "batch": 1}
+    out = {
+        "rows": rows,
+        "samples": args.samples,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "text_tokens": text_tokens,
+        "visual_tokens": counts[1.0][0],
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "dtype": "float32",
+        "batch": 1,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
 
