@@ -41,12 +41,23 @@ class LlavaAdapter:
         n = len(self.encoder_layers)
         self.usable_layers = layer if layer >= 0 else n + 1 + layer
         self.image_token_id = self.config.image_token_id
+        # the grid must reach the projector whole: "default" drops exactly one leading token, "full" none
+        self.strategy = "default" if self.prefix == 1 else "full"
+        if self.config.vision_feature_select_strategy != self.strategy or self.prefix > 1:
+            raise ValueError(
+                f"a {vc.model_type} tower with {self.prefix} class/register tokens needs "
+                f"vision_feature_select_strategy={self.strategy!r} for its patch grid to reach the projector intact "
+                f"(the model uses {self.config.vision_feature_select_strategy!r}); this model is not supported"
+            )
+        self.owner = model if model is not self.core else None
 
     def patch_grid(self, pixel_values: Tensor) -> tuple[int, int]:
         return pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size
 
     def install(self, runtime) -> None:
         runtime.patcher.forward(self.core, lambda original, *a, **k: self._forward(runtime, original, *a, **k))
+        if self.owner is not None:
+            runtime.patcher.forward(self.owner, _refuse_labels)
 
     def _forward(
         self,
@@ -86,8 +97,10 @@ class LlavaAdapter:
         if kwargs.get("image_sizes") is not None:
             raise ValueError("image_sizes (LLaVA-NeXT-style tiling) is not supported by the LLaVA adapter")
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
-        if strategy != "default":
-            raise ValueError(f"vision_feature_select_strategy={strategy!r} is not supported; use 'default'")
+        if strategy != self.strategy:
+            raise ValueError(
+                f"vision_feature_select_strategy={strategy!r} would cut the patch grid; use {self.strategy!r}"
+            )
         if encoded is None:  # generate() encodes images before the prefill and hands them over as mm_encoder_outputs
             encoded = self.core.get_image_features(
                 pixel_values=pixel_values,
@@ -139,13 +152,14 @@ class LlavaAdapter:
                 **call,
             )
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        positions = position_ids if position_ids is not None else prompt_positions(mask)
+        positions = (position_ids if position_ids is not None else prompt_positions(mask)).expand(b, -1)
         cols = (input_ids == self.image_token_id).nonzero()[:, 1].view(b, images, per_image)
         centre = _centres(run.rows, run.cols, w).view(b, images, -1)
         keep = input_ids != self.image_token_id
         keep[torch.arange(b, device=keep.device)[:, None], cols.gather(2, centre).flatten(1)] = True
         idx = keep.nonzero()[:, 1].view(b, -1)
-        ids = input_ids.gather(1, idx)
+        ids, positions = input_ids.gather(1, idx), positions.gather(1, idx)
+        call["attention_mask"] = mask.gather(1, idx)
         rt.record.layout = rt.pending = Layout(
             visual=ids == self.image_token_id,
             images=[(hh, ww)] * images,
@@ -153,10 +167,18 @@ class LlavaAdapter:
             boxes=list(_boxes(run.rows, run.cols)),
             patch_grid=(h, w),
         )
-        call["attention_mask"] = mask.gather(1, idx)
-        return original(
-            input_ids=ids, position_ids=positions.gather(1, idx), mm_encoder_outputs={"image": encoded}, **call
+        try:
+            return original(input_ids=ids, position_ids=positions, mm_encoder_outputs={"image": encoded}, **call)
+        finally:
+            rt.pending = None  # consumed by the text model, or discarded if the call failed before reaching it
+
+
+def _refuse_labels(original, *args, **kwargs):
+    if kwargs.get("labels") is not None:
+        raise ValueError(
+            "labels cannot be scored on a compressed model: pruned tokens have no output; call handle.remove() first"
         )
+    return original(*args, **kwargs)
 
 
 def _centres(rows: Tensor, cols: Tensor, w: int) -> Tensor:
@@ -171,3 +193,6 @@ def _boxes(rows: Tensor, cols: Tensor):
     hh, ww = rows.shape[1], cols.shape[1]
     for r, c in zip(rows, cols, strict=True):
         yield torch.cat([r[:, None, :].expand(hh, ww, 2), c[None, :, :].expand(hh, ww, 2)], dim=-1).flatten(0, 1)
+
+
+ADAPTER = LlavaAdapter

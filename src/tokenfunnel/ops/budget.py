@@ -18,10 +18,10 @@ def _profile(shape: str, p: float, n: int, ramp: int) -> list[float]:
     if shape == "linear":  # n clipped: a straight fall that reaches zero one layer after the ramp
         slope = n * p / max(1e-12, 1 - p)
         return [min(n, slope * (ramp - t)) for t in range(ramp)]
-    if shape == "geometric":  # a constant ratio p between consecutive layers
-        return [n * p**t if p > 0 else (n if t == 0 else 0.0) for t in range(ramp)] if p < 1 else [n] * ramp
-    if shape == "step":  # the same ratio p at each stage boundary
-        return [n * p ** sum(t >= d * ramp for d in STEP_DEPTHS) for t in range(ramp)]
+    if shape == "geometric":  # a constant ratio p between consecutive layers, starting from n * p
+        return [n * p ** (t + 1) for t in range(ramp)]
+    if shape == "step":  # the same ratio p at the start and at each stage boundary
+        return [n * p ** (1 + sum(t >= d * ramp for d in STEP_DEPTHS)) for t in range(ramp)]
     raise ValueError(f"unknown cascade shape {shape!r}; use one of {SHAPES}")
 
 
@@ -64,6 +64,8 @@ def cascade(
         if counts[t] < n:
             counts[t] += 1
             missing -= 1
+    if missing > 0:  # cannot happen for continuous shapes; guards the invariant the docstring promises
+        raise RuntimeError(f"cascade fell {missing} tokens short of its target; this is a bug")
     return [n] * start + counts + ([0] if final_zero else [])
 
 

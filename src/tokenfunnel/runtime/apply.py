@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from tokenfunnel.adapters.vit import halves
@@ -11,6 +9,7 @@ from tokenfunnel.runtime import decoder, encoder
 from tokenfunnel.runtime.patch import MARK, Patcher
 from tokenfunnel.runtime.state import RUN, EncoderRun, Layout, Plan, Record
 
+BOOK = "_tokenfunnel_book"  # attribute of a pruned cache: (runtime, CacheBook)
 _UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states")
 
 
@@ -24,8 +23,6 @@ class Runtime:
         self.run: EncoderRun | None = None
         self.last_run: EncoderRun | None = None
         self.pending: Layout | None = None
-        self._book: decoder.CacheBook | None = None
-        self._cache = None
 
     # -- installation -------------------------------------------------------------------------------------------
     def install(self) -> None:
@@ -41,7 +38,7 @@ class Runtime:
 
     def remove(self) -> None:
         self.patcher.undo()
-        self.run = self.last_run = self.pending = self._book = self._cache = None
+        self.run = self.last_run = self.pending = None
 
     def _install_encoder(self) -> None:
         layers = self.adapter.encoder_layers
@@ -97,7 +94,7 @@ class Runtime:
                 raise ValueError(f"{name}=True is not available on a compressed model; call handle.remove() first")
         embeds = inputs_embeds if inputs_embeds is not None else model.embed_tokens(input_ids)
         if layout is None:
-            return decoder.decode(model, self._book, embeds, position_ids, past_key_values)
+            return decoder.decode(model, getattr(past_key_values, BOOK)[1], embeds, position_ids, past_key_values)
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
             raise ValueError("a compressed prefill needs an empty cache; pass past_key_values=None for a new prompt")
         use_cache = model.config.use_cache if use_cache is None else use_cache
@@ -109,13 +106,13 @@ class Runtime:
         out, book = decoder.prefill(
             model, self.plan, layout, self.record, embeds, mask, position_ids, past_key_values, use_cache
         )
-        self._book = book
-        self._cache = weakref.ref(out.past_key_values) if book is not None else None
+        if book is not None:  # the cache carries its own book, so any pruned cache of this model can be continued
+            object.__setattr__(out.past_key_values, BOOK, (self, book))
         return out
 
     def owns_cache(self, cache) -> bool:
         """Whether ``cache`` holds a pruned prefill of this runtime (so decoding must go through its loop)."""
-        return cache is not None and self._cache is not None and cache is self._cache()
+        return getattr(cache, BOOK, (None,))[0] is self
 
     def report(self) -> dict:
         return self.record.report()

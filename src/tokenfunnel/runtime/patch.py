@@ -7,6 +7,7 @@ method, and attributes that existed before are put back as they were.
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,8 @@ class Patcher:
         def patched(_self, *args, **kwargs):
             return fn(original, *args, **kwargs)
 
+        # keep the signature visible: generate() inspects forward's parameters (position_ids, mm_encoder_outputs)
+        functools.update_wrapper(patched, getattr(original, "__func__", original))
         self.set(module, "forward", types.MethodType(patched, module))
         return original
 
