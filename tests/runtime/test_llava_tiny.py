@@ -368,3 +368,14 @@ def test_siglip_with_default_features_is_refused_up_front_or_left_exact():
         return
     with handle:
         assert torch.equal(logits(model, inputs), ref)
+
+
+def test_encoder_grid_is_known_before_the_image_runs():
+    model = build("dinov2")
+    inputs = prompt()
+    with tokenfunnel.compress(model, "luvc", keep=0.25) as handle:
+        expected = handle.encoder_grid(8, 8)
+        with torch.no_grad():
+            model(**inputs)
+        assert tuple(handle.report()["grids"][0]) == expected
+        assert expected[0] * expected[1] < 64

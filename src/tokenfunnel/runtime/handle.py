@@ -23,6 +23,13 @@ class Handle:
         """Token counts of the last forward with an image: encoder_tokens, llm_visual_tokens, keep, encoder_keep, ..."""
         return self._runtime.report()
 
+    def encoder_grid(self, h: int, w: int) -> tuple[int, int]:
+        """The grid an h x w patch grid leaves the encoder with: fixed by the schedule, known before any image runs
+        (what a serving engine needs to size the prompt)."""
+        for axis, r in self._runtime.encoder_steps(h, w).values():
+            h, w = (h, w - r) if axis == "cols" else (h - r, w)
+        return h, w
+
     def remove(self) -> None:
         """Restore the model exactly as it was; calling it twice is harmless."""
         if self.active:
