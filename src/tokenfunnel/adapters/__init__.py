@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from tokenfunnel.adapters import llava
+import importlib
 
-FAMILIES = {name: llava.LlavaAdapter for name in llava.CLASSES}
+# family modules; each defines CLASSES (model class names it serves) and ADAPTER (the adapter class)
+MODULES = ("llava", "idefics3", "internvl", "qwen2_vl")
+
+
+def _families() -> dict:
+    table = {}
+    for name in MODULES:
+        module = importlib.import_module(f"tokenfunnel.adapters.{name}")
+        table.update(dict.fromkeys(module.CLASSES, module.ADAPTER))
+    return table
 
 
 def adapter_for(model):
     """The adapter for ``model``'s family, or a clear error listing the supported model classes."""
+    families = _families()
     name = type(model).__name__
-    if name not in FAMILIES:
-        raise TypeError(f"{name} is not a supported VLM; supported model classes: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[name](model)
+    if name not in families:
+        raise TypeError(f"{name} is not a supported VLM; supported model classes: {', '.join(sorted(families))}")
+    return families[name](model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tokenfunnel.adapters.guards import refuse_labels
 from tokenfunnel.runtime.state import RUN, Layout
 
 CLASSES = ("LlavaForConditionalGeneration", "LlavaModel")
@@ -57,7 +58,7 @@ class LlavaAdapter:
     def install(self, runtime) -> None:
         runtime.patcher.forward(self.core, lambda original, *a, **k: self._forward(runtime, original, *a, **k))
         if self.owner is not None:
-            runtime.patcher.forward(self.owner, _refuse_labels)
+            runtime.patcher.forward(self.owner, refuse_labels)
 
     def _forward(
         self,
@@ -171,14 +172,6 @@ class LlavaAdapter:
             return original(input_ids=ids, position_ids=positions, mm_encoder_outputs={"image": encoded}, **call)
         finally:
             rt.pending = None  # consumed by the text model, or discarded if the call failed before reaching it
-
-
-def _refuse_labels(original, *args, **kwargs):
-    if kwargs.get("labels") is not None:
-        raise ValueError(
-            "labels cannot be scored on a compressed model: pruned tokens have no output; call handle.remove() first"
-        )
-    return original(*args, **kwargs)
 
 
 def _centres(rows: Tensor, cols: Tensor, w: int) -> Tensor:

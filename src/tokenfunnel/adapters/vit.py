@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from tokenfunnel.adapters.vit_internvl import internvl_attention, internvl_mlp
+
 
 def _dinov2_attention(layer: nn.Module, x: Tensor, mask: Tensor | None) -> Tensor:
     out, _ = layer.attention(layer.norm1(x), attention_mask=mask)
@@ -36,6 +38,8 @@ HALVES: dict[str, tuple[Callable, Callable]] = {
     "SiglipEncoderLayer": (_clip_attention, _clip_mlp),
     "Siglip2EncoderLayer": (_clip_attention, _clip_mlp),
     "Idefics3EncoderLayer": (_clip_attention, _clip_mlp),
+    "SmolVLMEncoderLayer": (_clip_attention, _clip_mlp),
+    "InternVLVisionLayer": (internvl_attention, internvl_mlp),
 }
 
 

@@ -74,6 +74,9 @@ def grid_target(h: int, w: int, fraction: float) -> tuple[int, int]:
     if not 0 < fraction <= 1:
         raise ValueError(f"grid fraction must be in (0, 1], got {fraction}")
     scale = math.sqrt(fraction)
+    cells = fraction * h * w - 1e-9
     th = min(h, max(1, round(h * scale)))
-    tw = min(w, max(1, math.ceil(fraction * h * w / th - 1e-9)))
-    return th, tw
+    tw = math.ceil(cells / th)
+    if tw > w:  # too thin for the width: take the full width and enough rows
+        tw, th = w, min(h, math.ceil(cells / w))
+    return th, max(1, tw)

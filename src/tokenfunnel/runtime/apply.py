@@ -49,6 +49,9 @@ class Runtime:
 
     # -- vision tower -------------------------------------------------------------------------------------------
     def encoder_steps(self, h: int, w: int) -> dict[int, tuple[str, int]]:
+        """OIM steps for an h x w patch grid; adapters whose projector needs a coarser grid (pixel shuffle) decide."""
+        if hasattr(self.adapter, "encoder_steps"):
+            return self.adapter.encoder_steps(self.plan, h, w)
         return self.plan.encoder_steps(h, w, self.adapter.usable_layers)
 
     def _vision_forward(self, original, pixel_values, *args, **kwargs):

@@ -1,0 +1,120 @@
+"""Idefics3 and SmolVLM: a SigLIP-like encoder, then a pixel-shuffle connector that stacks s x s neighbouring patches
+into one token (s = ``config.scale_factor``), so an image tile of h x w patches fills a run of (h/s) * (w/s)
+``<image>`` placeholders. The processor splits a large image into tiles plus a downscaled global view; each is
+one image of ``pixel_values`` and one placeholder run of the prompt, in the same order.
+
+OIM keeps the merged grid's sides multiples of s (see ``tokenfunnel.adapters.shuffle``); the connector's shuffle,
+which assumes a square grid, is given the merged grid when it is not square. In the language model each run is
+shrunk like LLaVA's, every token taking the position of the placeholder that held its centre patch.
+"""
+
+from __future__ import annotations
+
+from tokenfunnel.adapters import shuffle
+from tokenfunnel.adapters.guards import refuse_labels
+from tokenfunnel.runtime.state import RUN
+
+CLASSES = (
+    "Idefics3ForConditionalGeneration",
+    "Idefics3Model",
+    "SmolVLMForConditionalGeneration",
+    "SmolVLMModel",
+)
+
+
+class Idefics3Adapter:
+    family = "idefics3"
+
+    def __init__(self, model) -> None:
+        self.core = model.model if type(model).__name__.endswith("ForConditionalGeneration") else model
+        self.owner = model if model is not self.core else None  # the model with the LM head, if any
+        self.config = self.core.config
+        self.vision_tower = self.core.vision_model
+        self.text_model = self.core.text_model
+        self.connector = self.core.connector
+        self.patch_size = self.config.vision_config.patch_size
+        self.scale = int(self.config.scale_factor)
+        self.prefix = 0  # no class token: every encoder token is a patch
+        self.encoder_layers = list(self.vision_tower.encoder.layers)
+        self.usable_layers = len(self.encoder_layers)  # the connector reads the last layer (after post_layernorm)
+        self.image_token_id = self.config.image_token_id
+
+    def patch_grid(self, pixel_values) -> tuple[int, int]:
+        return pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size
+
+    def encoder_steps(self, plan, h: int, w: int) -> dict[int, tuple[str, int]]:
+        return shuffle.scaled_steps(plan, h, w, self.usable_layers, self.scale)
+
+    def install(self, runtime) -> None:
+        # the runtime asks the plan for steps on the patch grid; ours must keep it divisible by the shuffle factor
+        original = self.connector.pixel_shuffle
+
+        def pixel_shuffle(x, scale_factor=2):
+            run = runtime.last_run
+            if run is not None and x.shape[:2] == (len(run.size), run.grid[0] * run.grid[1]):
+                if run.grid[0] != run.grid[1]:
+                    return shuffle.shuffle(x, *run.grid, scale_factor)
+            return original(x, scale_factor)
+
+        runtime.patcher.set(self.connector, "pixel_shuffle", pixel_shuffle)
+        runtime.patcher.forward(self.core, lambda original, *a, **k: self._forward(runtime, original, *a, **k))
+        if self.owner is not None:
+            runtime.patcher.forward(self.owner, refuse_labels)
+
+    def _forward(
+        self,
+        rt,
+        original,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        pixel_values=None,
+        pixel_attention_mask=None,
+        mm_encoder_outputs=None,
+        **kwargs,
+    ):
+        call = dict(past_key_values=past_key_values, **kwargs)
+        encoded = mm_encoder_outputs.get("image") if isinstance(mm_encoder_outputs, dict) else mm_encoder_outputs
+        if pixel_values is None and encoded is None:  # text only, or decoding after the prefill
+            return original(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+                pixel_attention_mask=pixel_attention_mask,
+                mm_encoder_outputs=mm_encoder_outputs,
+                **call,
+            )
+        if pixel_values is not None and encoded is not None:
+            raise ValueError("pass pixel_values or mm_encoder_outputs, not both")
+        if input_ids is None:
+            raise ValueError(
+                f"a compressed {type(self.core).__name__} needs input_ids (to find the <image> placeholders), "
+                "not inputs_embeds"
+            )
+        if encoded is None:  # generate() encodes images before the prefill and hands them over as mm_encoder_outputs
+            encoded = self.core.get_image_features(pixel_values, pixel_attention_mask, return_dict=True)
+        run = getattr(encoded, RUN, None)
+        if run is None:
+            raise ValueError(
+                "these image features were computed without compression; encode them on the compressed model"
+            )
+        try:
+            shrunk = shuffle.shrink(rt, run, input_ids, attention_mask, position_ids)
+            if shrunk is not None:
+                input_ids, attention_mask, position_ids = shrunk
+            return original(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+                mm_encoder_outputs={"image": encoded},
+                **call,
+            )
+        finally:
+            rt.pending = None  # consumed by the text model, or discarded if the call failed before reaching it
+
+
+ADAPTER = Idefics3Adapter

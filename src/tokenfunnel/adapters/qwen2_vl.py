@@ -1,0 +1,350 @@
+"""Qwen2-VL and Qwen2.5-VL: where visual tokens live, how M-RoPE numbers them, and OIM inside their vision tower.
+
+The tower takes the patches of all images packed into one (N, C) sequence, each image in 2x2-block order (the
+four patches that the final merger fuses into one language-model token are adjacent), attends within each image
+(Qwen2.5-VL: within windows of blocks, except in its full-attention blocks), and uses a 2D rotary embedding of
+each patch's (row, col). Grids (``image_grid_thw``) are counted in patches; the language model sees one token per
+2x2 block, so the LLM grid of an image is (h/2, w/2) and a *cell* below is one such block.
+
+Encoder (OIM). Merges fuse whole columns (or rows) of blocks: patch k of one block is averaged with patch k of its
+neighbour, so every block keeps its four patches, the patch grid stays even and the 2x2 merger still applies. A
+merged patch takes the size-weighted mean of the (row, col) it covers as its rotary position (fractional), and the
+packing (cu_seqlens, Qwen2.5's windows) is rebuilt for the smaller grids. The tower's own modules do all the
+work; only its short outer loop is rerun here so the grids can change between blocks. Proportional attention is
+not available (the tower's attention takes no additive bias).
+
+Language model. Each image fills a run of ``image_token_id`` placeholders, one per cell. M-RoPE positions
+(3, B, T) are the unmodified model's own (``get_rope_index`` on the unshrunk prompt and grids, or the caller's /
+``generate()``'s). When OIM merged, the run is shrunk before the embeddings are merged: each merged token takes the
+placeholder, and so the M-RoPE position, of the centre cell it covers; text keeps its positions, so decoding
+continues with the unmodified model's numbering. ``Layout.boxes`` and ``Layout.patch_grid`` are in cells (2x2
+blocks), the units of the tokens the unmodified model shows its language model.
+
+Images only: prompts with videos are refused, and every sample of a batch must hold images of the same grids in
+the same order (the decoder loop prunes the same number of tokens from every sample).
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils.generic import get_max_seqlen
+from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
+
+from tokenfunnel.ops.merge import initial_spans, merge_columns, merge_rows
+from tokenfunnel.runtime.state import RUN, EncoderRun, Layout
+
+CLASSES = (
+    "Qwen2VLForConditionalGeneration",
+    "Qwen2VLModel",
+    "Qwen2_5_VLForConditionalGeneration",
+    "Qwen2_5_VLModel",
+)
+
+
+@dataclass
+class QwenRun:
+    """What the compressed vision tower did to the images of one call, in the order of ``image_grid_thw``."""
+
+    grid_thw: Tensor  # (I, 3) grids handed in, in patches
+    merged_thw: Tensor  # (I, 3) grids leaving the tower, in patches (h, w stay even)
+    runs: list[EncoderRun]  # per image: sizes and row/column spans, in cells (2x2 blocks)
+    tokens: list[list[int]]  # per image: patches entering each vision block
+
+    @property
+    def merged(self) -> bool:
+        return bool((self.merged_thw != self.grid_thw).any())
+
+
+class Qwen2VLAdapter:
+    family = "qwen2_vl"
+
+    def __init__(self, model) -> None:
+        self.core = model.model if type(model).__name__.endswith("ForConditionalGeneration") else model
+        self.config = self.core.config
+        self.vision_tower = self.core.visual
+        self.text_model = self.core.language_model
+        self.merge = self.vision_tower.spatial_merge_size
+        self.blocks = list(self.vision_tower.blocks)
+        self.usable_layers = len(self.blocks)  # every block feeds the merger
+        self.windowed = hasattr(self.vision_tower, "fullatt_block_indexes")  # Qwen2.5-VL
+        self.image_token_id = self.config.image_token_id
+        self.video_token_id = self.config.video_token_id
+        # the runtime's generic in-encoder merging expects a batched ViT; this tower's merging is driven from here
+        self.encoder_layers: list = []
+
+    # -- installation -------------------------------------------------------------------------------------------
+    def install(self, runtime) -> None:
+        core = self.core
+        original = core.get_image_features
+        adapter = self
+
+        # a real signature: generate() reads it to hand pixel_values / image_grid_thw to the encoder before prefill
+        def get_image_features(_self, pixel_values, image_grid_thw=None, **kwargs):
+            return adapter._image_features(runtime, original, pixel_values, image_grid_thw, **kwargs)
+
+        runtime.patcher.set(core, "get_image_features", types.MethodType(get_image_features, core))
+        runtime.patcher.forward(core, lambda original, *a, **k: self._forward(runtime, original, *a, **k))
+
+    # -- vision tower -------------------------------------------------------------------------------------------
+    def _image_features(self, rt, original, pixel_values, image_grid_thw, **kwargs):
+        if image_grid_thw is None:
+            raise ValueError("Qwen2-VL needs image_grid_thw with pixel_values; build inputs with the model's processor")
+        grids = image_grid_thw.tolist()
+        if any(t != 1 for t, _, _ in grids):
+            raise ValueError(f"image grids must have t=1 (got {grids}); videos are not supported")
+        m = self.merge
+        steps = [rt.encoder_steps(h // m, w // m) for _, h, w in grids]
+        if any(steps) and rt.plan.proportional:
+            raise NotImplementedError(
+                "proportional attention is not available inside the Qwen2-VL vision tower; pass proportional=False"
+            )
+        runs = [self._start(h // m, w // m, s, pixel_values.device) for (_, h, w), s in zip(grids, steps, strict=True)]
+        if not any(steps):  # nothing to merge: the tower as it is
+            out = original(pixel_values, image_grid_thw, **kwargs)
+            tokens = [[t * h * w] * len(self.blocks) for t, h, w in grids]
+            merged_thw = image_grid_thw
+        else:
+            for key in ("output_attentions", "output_hidden_states"):
+                if kwargs.get(key):
+                    raise ValueError(f"{key}=True is not available while the vision tower merges tokens")
+            pixels = pixel_values.type(self.vision_tower.dtype)
+            out, merged_thw, tokens = self._tower(pixels, image_grid_thw, runs)
+        object.__setattr__(out, RUN, QwenRun(image_grid_thw, merged_thw, runs, tokens))
+        return out
+
+    def _start(self, h: int, w: int, steps, device) -> EncoderRun:
+        return EncoderRun(
+            prefix=0,
+            size=torch.ones(1, h, w, device=device),
+            rows=initial_spans(1, h, device),
+            cols=initial_spans(1, w, device),
+            steps=steps,
+            proportional=False,
+            patch_grid=(h, w),
+        )
+
+    def _prepare(self, x: Tensor, pos: Tensor, grid_thw: Tensor):
+        """Packing and rotary embeddings for the current grids: cu_seqlens, max_seqlen, and for Qwen2.5-VL the block
+        window index, the patch order it implies and the windows' (cu_seqlens, max_seqlen); then (cos, sin)."""
+        tower = self.vision_tower
+        cu, longest = get_vision_attention_seqlens(grid_thw, tower.config)
+        rope = tower.rotary_pos_emb(x, pos)
+        if not self.windowed:
+            return cu, longest, None, None, None, rope
+        index, cu_win = get_vision_window_index(
+            grid_thw, spatial_merge_size=self.merge, window_size=tower.window_size, patch_size=tower.patch_size
+        )
+        index = index.to(x.device)
+        longest_win = get_max_seqlen(cu_win, tower.config, kwarg_name="max_window_seqlen")
+        unit = self.merge**2
+        order = (index[:, None] * unit + torch.arange(unit, device=x.device)).flatten()  # block order -> window order
+        return cu, longest, index, order, (cu_win, longest_win), (rope[0][order], rope[1][order])
+
+    def _tower(self, pixels: Tensor, grid_thw: Tensor, runs: list[EncoderRun]):
+        """The tower's forward, with OIM steps between the attention and MLP halves of the scheduled blocks.
+
+        Hidden states stay in the tower's own order (Qwen2.5-VL: window order) between merges, as in the original.
+        """
+        tower, m = self.vision_tower, self.merge
+        unit = m * m
+        device = pixels.device
+        x = tower.patch_embed(pixels)
+        pos = get_vision_position_ids(grid_thw, m).to(device=device, dtype=torch.float32)  # (N, 2) block order
+        grids = grid_thw.clone()
+        tokens: list[list[int]] = [[] for _ in runs]
+        cu, longest, index, order, window, rope = self._prepare(x, pos, grids)
+        if order is not None:
+            x = x[order]
+        for li, blk in enumerate(self.blocks):
+            for i, (t, h, w) in enumerate(grids.tolist()):
+                tokens[i].append(t * h * w)
+            full = not self.windowed or li in tower.fullatt_block_indexes
+            seqlens, most = (cu, longest) if full else window
+            call = dict(cu_seqlens=seqlens, max_seqlen=most, position_embeddings=rope)
+            if not any(li in run.steps for run in runs):
+                x = blk(x, **call)
+                continue
+            x = x + blk.attn(blk.norm1(x), **call)
+            if order is not None:
+                x = x[torch.argsort(order)]
+            x, pos = self._merge(x, pos, grids, runs, li)
+            cu, longest, index, order, window, rope = self._prepare(x, pos, grids)
+            if order is not None:
+                x = x[order]
+            x = x + blk.mlp(blk.norm2(x))
+        merged = tower.merger(x)
+        if index is not None:
+            merged = merged[torch.argsort(index)]
+        sizes = (grids.prod(-1) // unit).tolist()
+        out = BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=torch.split(merged, sizes))
+        return out, grids, tokens
+
+    def _merge(self, x: Tensor, pos: Tensor, grids: Tensor, runs: list[EncoderRun], layer: int):
+        """One OIM step on every image scheduled at ``layer``: x (N, C) and pos (N, 2) in block order; updates grids."""
+        m = self.merge
+        unit = m * m
+        xs = list(x.split((grids.prod(-1)).tolist()))
+        ps = list(pos.split((grids.prod(-1)).tolist()))
+        for i, run in enumerate(runs):
+            step = run.steps.get(layer)
+            if step is None:
+                continue
+            axis, r = step
+            h, w = run.grid
+            cells = xs[i].reshape(1, h, w, unit * x.shape[-1])  # one cell = the four patches of a 2x2 block
+            where = ps[i].reshape(1, h, w, unit, 2)
+            size = run.size
+            if axis == "cols":
+                cells, run.size, info = merge_columns(cells, size, r)
+                run.cols = info.spans(run.cols)
+            else:
+                cells, run.size, info = merge_rows(cells, size, r)
+                run.rows = info.spans(run.rows)
+            xs[i] = cells.reshape(-1, x.shape[-1])
+            ps[i] = info.mean(where, size).reshape(-1, 2)
+            hh, ww = run.grid
+            grids[i, 1], grids[i, 2] = hh * m, ww * m
+        return torch.cat(xs), torch.cat(ps)
+
+    # -- language model -----------------------------------------------------------------------------------------
+    def _forward(
+        self,
+        rt,
+        original,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        use_cache=None,
+        pixel_values=None,
+        pixel_values_videos=None,
+        image_grid_thw=None,
+        video_grid_thw=None,
+        mm_token_type_ids=None,
+        mm_encoder_outputs=None,
+        **kwargs,
+    ):
+        call = dict(attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache, **kwargs)
+        encoded = (mm_encoder_outputs or {}).get("image")
+        if pixel_values_videos is not None or (mm_encoder_outputs or {}).get("video") is not None:
+            raise NotImplementedError("videos are not supported by the compressed Qwen2-VL; call handle.remove() first")
+        if pixel_values is None and encoded is None:
+            if rt.owns_cache(past_key_values):  # decoding after a compressed prefill
+                call.pop("second_per_grid_ts", None)  # Qwen2.5-VL's video timing; the text model takes no such thing
+                if inputs_embeds is None:
+                    inputs_embeds = self.text_model.embed_tokens(input_ids)
+                return self.text_model(inputs_embeds=inputs_embeds, position_ids=_mrope(position_ids), **call)
+            return original(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+                video_grid_thw=video_grid_thw,
+                mm_token_type_ids=mm_token_type_ids,
+                mm_encoder_outputs=mm_encoder_outputs,
+                **call,
+            )
+        if pixel_values is not None and encoded is not None:
+            raise ValueError("pass pixel_values or mm_encoder_outputs, not both")
+        if input_ids is None:
+            raise ValueError(
+                "a compressed Qwen2-VL needs input_ids (to find the image placeholders), not inputs_embeds"
+            )
+        if encoded is None:
+            encoded = self.core.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        run: QwenRun | None = getattr(encoded, RUN, None)
+        if run is None:
+            raise ValueError(
+                "these image features were computed without compression; encode them on the compressed model"
+            )
+        b = input_ids.shape[0]
+        m = self.merge
+        before = [(h // m, w // m) for _, h, w in run.grid_thw.tolist()]
+        after = [(h // m, w // m) for _, h, w in run.merged_thw.tolist()]
+        placeholders = (input_ids == self.image_token_id).sum(1)
+        per_sample = int(placeholders[0])
+        k = len(before) // b if b else 0
+        same = len(before) == k * b and all(before[s * k : (s + 1) * k] == before[:k] for s in range(b))
+        if per_sample == 0:
+            raise ValueError("the prompt holds no image placeholder; build inputs with the model's processor")
+        if not same or bool((placeholders != per_sample).any()) or per_sample != sum(h * w for h, w in before[:k]):
+            raise ValueError(
+                f"each sample must hold images of the same grids in the same order (got {placeholders.tolist()} "
+                f"placeholders for {len(before)} images of grids {before}); batch prompts with equal images"
+            )
+        entering = sum(h * w for h, w in after[:k])
+        counts = rt.plan.llm_counts(entering, per_sample, self.text_model.config.num_hidden_layers)
+        rt.record.encoder_tokens = [sum(col) for col in zip(*run.tokens[:k], strict=True)]
+        rt.record.encoder_original = [sum(m * m * h * w for h, w in before[:k])] * len(self.blocks)
+        boxes = [_boxes(r.rows[0], r.cols[0]) for r in run.runs]
+        layout = dict(images=after[:k], original=per_sample, boxes=boxes, patch_grid=before[0])
+        if not run.merged and all(c == per_sample for c in counts):  # nothing to compress: the model as it is
+            rt.record.layout = Layout(visual=input_ids == self.image_token_id, **layout)
+            rt.record.llm_visual_tokens = list(counts)
+            rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * len(counts)
+            return original(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+                image_grid_thw=image_grid_thw,
+                mm_token_type_ids=mm_token_type_ids,
+                mm_encoder_outputs={"image": encoded},
+                **call,
+            )
+        positions = _mrope(position_ids)
+        if positions is None:  # as the unmodified model builds them, from the unshrunk prompt and grids
+            if mm_token_type_ids is None:
+                mm_token_type_ids = (input_ids == self.image_token_id).int() + 2 * (input_ids == self.video_token_id)
+            positions, deltas = self.core.get_rope_index(
+                input_ids,
+                mm_token_type_ids=mm_token_type_ids,
+                image_grid_thw=run.grid_thw,
+                attention_mask=attention_mask,
+            )
+            self.core.rope_deltas = deltas
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        if run.merged:  # one placeholder (and position) per merged token: the centre cell it covers
+            starts = [0]
+            for h, w in before[: k - 1]:
+                starts.append(starts[-1] + h * w)
+            centres = [starts[i % k] + _centres(r.rows[0], r.cols[0], before[i][1]) for i, r in enumerate(run.runs)]
+            centre = torch.stack([torch.cat(centres[s * k : (s + 1) * k]) for s in range(b)])
+            cols = (input_ids == self.image_token_id).nonzero()[:, 1].view(b, per_sample)
+            keep = input_ids != self.image_token_id
+            keep[torch.arange(b, device=keep.device)[:, None], cols.gather(1, centre)] = True
+            idx = keep.nonzero()[:, 1].view(b, -1)
+            input_ids, mask = input_ids.gather(1, idx), mask.gather(1, idx)
+            positions = positions.gather(2, idx.unsqueeze(0).expand(3, -1, -1))
+        rt.record.layout = rt.pending = Layout(visual=input_ids == self.image_token_id, **layout)
+        call["attention_mask"] = mask
+        return original(input_ids=input_ids, position_ids=positions, mm_encoder_outputs={"image": encoded}, **call)
+
+
+def _mrope(position_ids: Tensor | None) -> Tensor | None:
+    """(3, B, T) M-RoPE positions from what callers pass: generate()'s (4, B, T) leads with a text row."""
+    if position_ids is None:
+        return None
+    if position_ids.dim() == 2:
+        return position_ids[None].expand(3, -1, -1)
+    return position_ids[-3:]
+
+
+def _centres(rows: Tensor, cols: Tensor, w: int) -> Tensor:
+    """Raster index, in the unmerged cell grid, of the centre cell each merged token covers, (h' * w',)."""
+    r = (rows[:, 0] + rows[:, 1]) // 2
+    c = (cols[:, 0] + cols[:, 1]) // 2
+    return (r[:, None] * w + c[None, :]).flatten()
+
+
+def _boxes(rows: Tensor, cols: Tensor) -> Tensor:
+    """(h' * w', 4) [row0, row1, col0, col1] of the cells each token covers, inclusive."""
+    hh, ww = rows.shape[0], cols.shape[0]
+    return torch.cat([rows[:, None, :].expand(hh, ww, 2), cols[None, :, :].expand(hh, ww, 2)], dim=-1).flatten(0, 1)
+
+
+ADAPTER = Qwen2VLAdapter
