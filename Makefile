@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow lint eval train clean
+.PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc train clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,18 @@ lint: setup
 eval: setup
 	$(BIN)/tokenfunnel eval --dataset easyvqa --samples 300 --seed 0 --json
 	$(BIN)/tokenfunnel eval --dataset easyvqa-grid --samples 300 --seed 0 --json
+
+# LUVC on the bundled VLM: test-split accuracy at three keeps, LLM prefill speed, and the dev-split ablation
+eval-luvc: setup
+	for keep in 0.5 0.25 0.11; do \
+		$(BIN)/tokenfunnel eval --dataset easyvqa-grid --samples 300 --seed 0 --method luvc --keep $$keep --json; \
+	done
+
+speed-luvc: setup
+	$(BIN)/python scripts/luvc_speed.py --keep 0.5 0.25 0.11 --samples 12 --out benchmarks/luvc_speed.json
+
+ablate-luvc: setup
+	$(BIN)/python scripts/luvc_ablation.py --samples 180 --out benchmarks/luvc_ablation.json
 
 # Retrain the bundled VLM's projector + LoRA (60-80 min on 2 CPU cores); writes the committed weights.
 # The script's defaults are the recipe of the committed weights.

@@ -34,6 +34,11 @@ VARIANTS: dict[str, dict] = {
     "encoder_start=0": {"encoder_start": 0.0},
     "shape=geometric": {"shape": "geometric"},
     "shape=step": {"shape": "step"},
+    "start=4": {"start": 4},
+    "start=8": {"start": 8},
+    "grid_keep=0.35": {"grid_keep": 0.35},
+    "grid_keep=0.75": {"grid_keep": 0.75},
+    "grid_keep=0.35, start=4": {"grid_keep": 0.35, "start": 4},
 }
 
 

@@ -1,11 +1,18 @@
 """LLM prefill time of LUVC against the uncompressed model, and what the token counts allow in FLOPs.
 
     python scripts/luvc_speed.py --keep 0.5 0.25 0.11 --samples 12 --out benchmarks/luvc_speed.json
+    python scripts/luvc_speed.py --model llava-1.5-shape --layers 4 --samples 1 --repeats 3 \
+        --out benchmarks/luvc_speed_llava_shape.json
 
 Batch 1, fp32, one mosaic question per sample (test split: timing only, no accuracy). For each sample the
 uncompressed model and every keep run interleaved (A/B/C/...), each timed as the median of --repeats prefills
 after one warm-up, so machine drift hits all alike. Speedup = median over samples of uncompressed / compressed
 LLM prefill time; the FLOP-ideal speedup comes from the analytic FLOPs of the tokens entering each layer.
+
+``--model llava-1.5-shape``: random weights in LLaVA-1.5-7B's shapes (CLIP ViT-L/14 at 336 px = 576 visual
+tokens, Llama-7B layers: hidden 4096, MLP 11008, 32 heads) with only ``--layers`` decoder layers so it fits in
+memory on a CPU; every layer has the same shape, so the per-layer cost ratio is the 32-layer model's. A short
+prompt: 20 text tokens before and after the image. Answers are meaningless; only time is measured.
 """
 
 from __future__ import annotations
@@ -32,26 +39,71 @@ def timed(model, batch, repeats: int) -> float:
     return statistics.median(seconds[1:])
 
 
+def llava_shaped(layers: int):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=336,
+        patch_size=14,
+        projection_dim=768,
+    )
+    text = LlamaConfig(
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32064,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=32000,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(0)
+    return LlavaForConditionalGeneration(config).eval()
+
+
+def synthetic_batches(samples: int) -> list[dict]:
+    ids = torch.tensor([[1] * 20 + [32000] * 576 + [2] * 20])
+    return [
+        {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": torch.randn(1, 3, 336, 336)}
+        for _ in range(samples)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.25, 0.11])
     parser.add_argument("--samples", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--model", choices=("bundled", "llava-1.5-shape"), default="bundled")
+    parser.add_argument("--layers", type=int, default=4, help="decoder layers of llava-1.5-shape")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, processor = tokenfunnel.load_bundled(quiet=True)
+    if args.model == "bundled":
+        model, processor = tokenfunnel.load_bundled(quiet=True)
+        items = easyvqa.load_set("easyvqa-grid", args.samples, seed=1)
+        batches = [processor([item.image], [item.question]) for item in items]
+        image_token = processor.image_token_id
+    else:
+        model, batches, image_token = llava_shaped(args.layers), synthetic_batches(args.samples), 32000
     config = model.config.text_config
-    items = easyvqa.load_set("easyvqa-grid", args.samples, seed=1)
     times: dict[float, list[float]] = {k: [] for k in [1.0, *args.keep]}
     counts: dict[float, list[int]] = {}
     text_tokens = 0
     with torch.no_grad():
-        for item in items:
-            batch = processor([item.image], [item.question])
+        for batch in batches:
             seq = batch["input_ids"].shape[1]
-            visual = int((batch["input_ids"] == processor.image_token_id).sum())
+            visual = int((batch["input_ids"] == image_token).sum())
             text_tokens = seq - visual
             times[1.0].append(timed(model, batch, args.repeats))
             counts[1.0] = [visual] * config.num_hidden_layers

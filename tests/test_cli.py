@@ -16,6 +16,11 @@ runner = CliRunner()
         (["eval", "--dataset", "easyvqa", "--samples", "-3"], "--samples must be a positive"),
         (["demo", "--question", "   "], "the question is empty"),
         (["demo", "--image", "no/such/picture.png"], "image not found"),
+        (["demo", "--method", "zip"], "unknown method 'zip'"),
+        (["demo", "--keep", "0"], "--keep must be in (0, 1]"),
+        (["eval", "--dataset", "easyvqa", "--keep", "1.5", "--method", "luvc"], "--keep must be in (0, 1]"),
+        (["show", "--image", "x.png", "--question", "q", "--out", "kept.jpg"], "--out must end in .png"),
+        (["show", "--image", "x.png", "--question", "q", "--method", "none"], "--method none compresses nothing"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(args, message):
@@ -52,8 +57,24 @@ def test_demo_json_on_a_user_image(bundled, tmp_path, astronaut):
     astronaut.save(path)
     result = runner.invoke(app, ["demo", "--image", str(path), "--question", "What color is the shape?", "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.stdout)["uncompressed"]
+    data = json.loads(result.stdout)
+    out = data["uncompressed"]
     assert set(out) == {"answer", "visual_tokens", "prefill_s"}
     assert out["visual_tokens"] == 256
     assert out["prefill_s"] > 0
     assert out["answer"]
+    squeezed = data["compressed"]  # luvc at keep 0.25 by default
+    assert squeezed["method"] == "luvc"
+    assert squeezed["visual_tokens"] < 256
+    assert abs(squeezed["keep"] - 0.25) < 0.01
+    assert squeezed["answer"]
+
+
+def test_show_draws_the_kept_regions(bundled, tmp_path, astronaut):
+    path, out = tmp_path / "astronaut.png", tmp_path / "kept.png"
+    astronaut.save(path)
+    args = ["show", "--image", str(path), "--question", "What color is the shape?", "--keep", "0.25", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 10_000
+    assert "keep 0.250" in result.output
