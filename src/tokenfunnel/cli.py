@@ -198,7 +198,7 @@ def show(
     with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep) as handle:
         model(**batch, position_ids=prompt_positions(batch["attention_mask"]))
         report = handle.report()
-    ip = processor.image_processor
+    ip = processor.llava.image_processor
     fig = kept_figure(picture(batch["pixel_values"][0], ip.image_mean, ip.image_std), report)
     fig.savefig(out, dpi=110)
     typer.echo(f"wrote {out} (keep {report['keep']:.3f}, {report['visual_tokens']} tokens after the encoder)")
