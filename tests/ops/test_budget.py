@@ -86,9 +86,9 @@ def test_cascade_rejects_bad_arguments(kwargs, match):
 def test_grid_target_stays_on_the_grid_and_covers_the_fraction(h, w, fraction):
     th, tw = grid_target(h, w, fraction)
     assert 1 <= th <= h and 1 <= tw <= w
-    # at least the requested cells, and less than one extra column of th cells beyond them
+    # at least the requested cells, and less than one extra column (or, when the width is used up, row) beyond them
     assert th * tw >= fraction * h * w * (1 - 1e-9)
-    assert th * tw < fraction * h * w + th
+    assert th * tw < fraction * h * w + max(th, tw)
 
 
 @given(st.integers(1, 64), st.integers(1, 64))
@@ -100,3 +100,16 @@ def test_grid_target_of_one_is_the_grid(h, w):
 def test_grid_target_rejects_fractions_outside_zero_one(fraction):
     with pytest.raises(ValueError, match="grid fraction"):
         grid_target(8, 8, fraction)
+
+
+@FAST
+@given(cascades(), st.integers(2, 6))
+def test_a_held_cascade_prunes_rarely_and_still_hits_the_total(args, every):
+    n, layers, mean, shape, start, final_zero = args
+    counts = cascade(n, layers, mean, shape, start, final_zero, every=every)
+    assert sum(counts) == round(mean * layers)
+    assert all(a >= b for a, b in zip(counts, counts[1:], strict=False)), counts
+    drops = sum(a != b for a, b in zip(counts, counts[1:], strict=False))
+    ramp = layers - start - (1 if final_zero else 0)
+    # one drop per held block, one for the rounding top-up, one into the final zero
+    assert drops <= -(-ramp // every) + 2, counts

@@ -26,7 +26,8 @@ class LUVCConfig:
         starts from twice the budget and falls to zero; 1.0 disables OIM).
     encoder_start: fraction of the encoder layers feeding the LLM after which merge steps begin (one per layer).
     proportional: add log(size) to the encoder attention logits once tokens are merged.
-    shape, start, final_zero: the decoder cascade (see ``tokenfunnel.ops.budget.cascade``).
+    shape, start, final_zero, every: the decoder cascade (see ``tokenfunnel.ops.budget.cascade``); ``every`` > 1
+        prunes only every that many layers (less scoring overhead, coarser cascade).
     spectrum: "2d" (low-pass over each image's grid), "1d" (over the visual sequence) or "channel".
     cutoff: low-pass cutoff as a fraction of Nyquist. prefer: keep the "high"- or "low"-frequency tokens.
     normed: score the layer's normalised input rather than the raw residual stream.
@@ -39,6 +40,7 @@ class LUVCConfig:
     shape: str = "linear"
     start: int = 0
     final_zero: bool = True
+    every: int = 1
     spectrum: str = "2d"
     cutoff: float = 0.5
     prefer: str = "high"
@@ -61,6 +63,8 @@ class LUVCConfig:
             raise ValueError(f"cutoff must be in (0, 1], got {self.cutoff}")
         if self.prefer not in ("high", "low"):
             raise ValueError(f"prefer must be 'high' or 'low', got {self.prefer!r}")
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1 (decoder layers between drops), got {self.every}")
         if self.start < 0:
             raise ValueError(f"start must be a decoder layer index >= 0, got {self.start}")
 
@@ -94,7 +98,7 @@ class LUVC:
         c = self.config
         if c.keep == 1.0:
             return [entering] * layers
-        return cascade(entering, layers, c.keep * original, c.shape, c.start, c.final_zero)
+        return cascade(entering, layers, c.keep * original, c.shape, c.start, c.final_zero, c.every)
 
     def score(self, inputs: ScoreInput) -> Tensor:
         c = self.config

@@ -25,13 +25,29 @@ def _profile(shape: str, p: float, n: int, ramp: int) -> list[float]:
     raise ValueError(f"unknown cascade shape {shape!r}; use one of {SHAPES}")
 
 
+def _held(shape: str, p: float, n: int, ramp: int, every: int) -> list[int]:
+    """Integer counts of the profile, each held for ``every`` layers."""
+    x = _profile(shape, p, n, ramp)
+    return [math.floor(x[t - t % every]) for t in range(ramp)]
+
+
 def cascade(
-    n: int, layers: int, mean: float, shape: str = "linear", start: int = 0, final_zero: bool = True
+    n: int,
+    layers: int,
+    mean: float,
+    shape: str = "linear",
+    start: int = 0,
+    final_zero: bool = True,
+    every: int = 1,
 ) -> list[int]:
     """Visual tokens entering each of ``layers`` decoder layers: ``n`` before ``start``, then falling, 0 last.
 
-    ``mean`` is the target average count per layer. Raises if it cannot be reached under the constraints.
+    ``mean`` is the target average count per layer. ``every`` > 1 holds the count for that many layers between
+    drops (fewer pruning events, less overhead; the rounding top-up may add one extra drop). Raises if the mean
+    cannot be reached under the constraints.
     """
+    if every < 1:
+        raise ValueError(f"every must be >= 1 (layers between drops), got {every}")
     if shape not in SHAPES:
         raise ValueError(f"unknown cascade shape {shape!r}; use one of {SHAPES}")
     if layers < 1 or n < 0:
@@ -51,11 +67,11 @@ def cascade(
     lo, hi = 0.0, 1.0
     for _ in range(100):
         mid = (lo + hi) / 2
-        if sum(math.floor(x) for x in _profile(shape, mid, n, ramp)) < target:
+        if sum(_held(shape, mid, n, ramp, every)) < target:
             lo = mid
         else:
             hi = mid
-    counts = [math.floor(x) for x in _profile(shape, lo, n, ramp)]
+    counts = _held(shape, lo, n, ramp, every)
     # top up the earliest layers still below n: keeps the list non-increasing and hits the total exactly
     missing = target - sum(counts)
     for t in range(ramp):
