@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict] = {
     "grid_keep=0.35": {"grid_keep": 0.35},
     "grid_keep=0.75": {"grid_keep": 0.75},
     "grid_keep=0.35, start=4": {"grid_keep": 0.35, "start": 4},
+    "every=3": {"every": 3},
 }
 
 

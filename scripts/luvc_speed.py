@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--model", choices=("bundled", "llava-1.5-shape"), default="bundled")
     parser.add_argument("--layers", type=int, default=4, help="decoder layers of llava-1.5-shape")
+    parser.add_argument("--every", type=int, default=1, help="LUVC option: decoder layers between drops")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,7 +109,7 @@ def main() -> None:
             times[1.0].append(timed(model, batch, args.repeats))
             counts[1.0] = [visual] * config.num_hidden_layers
             for keep in args.keep:
-                with tokenfunnel.compress(model, "luvc", keep=keep) as handle:
+                with tokenfunnel.compress(model, "luvc", keep=keep, every=args.every) as handle:
                     times[keep].append(timed(model, batch, args.repeats))
                     counts[keep] = handle.report()["llm_visual_tokens"]
     full = prefill_flops([text_tokens + n for n in counts[1.0]], config)
@@ -131,6 +132,9 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     out = {
+        "model": args.model,
+        "decoder_layers": config.num_hidden_layers,
+        "every": args.every,
         "rows": rows,
         "samples": args.samples,
         "repeats": args.repeats,
