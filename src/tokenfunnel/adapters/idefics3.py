@@ -10,9 +10,8 @@ shrunk like LLaVA's, every token taking the position of the placeholder that hel
 
 from __future__ import annotations
 
-from tokenfunnel.adapters import shuffle
+from tokenfunnel.adapters import placeholders, shuffle
 from tokenfunnel.adapters.guards import refuse_labels
-from tokenfunnel.runtime.state import RUN
 
 CLASSES = (
     "Idefics3ForConditionalGeneration",
@@ -23,6 +22,7 @@ CLASSES = (
 
 
 class Idefics3Adapter:
+    placeholder = "image"
     family = "idefics3"
 
     def __init__(self, model) -> None:
@@ -46,7 +46,7 @@ class Idefics3Adapter:
         return shuffle.scaled_steps(plan, h, w, self.usable_layers, self.scale)
 
     def install(self, runtime) -> None:
-        # the runtime asks the plan for steps on the patch grid; ours must keep it divisible by the shuffle factor
+        # the connector infers a square grid from the token count; a merged grid may be rectangular
         original = self.connector.pixel_shuffle
 
         def pixel_shuffle(x, scale_factor=2):
@@ -96,25 +96,10 @@ class Idefics3Adapter:
             )
         if encoded is None:  # generate() encodes images before the prefill and hands them over as mm_encoder_outputs
             encoded = self.core.get_image_features(pixel_values, pixel_attention_mask, return_dict=True)
-        run = getattr(encoded, RUN, None)
-        if run is None:
-            raise ValueError(
-                "these image features were computed without compression; encode them on the compressed model"
-            )
-        try:
-            shrunk = shuffle.shrink(rt, run, input_ids, attention_mask, position_ids)
-            if shrunk is not None:
-                input_ids, attention_mask, position_ids = shrunk
-            return original(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                inputs_embeds=inputs_embeds,
-                mm_encoder_outputs={"image": encoded},
-                **call,
-            )
-        finally:
-            rt.pending = None  # consumed by the text model, or discarded if the call failed before reaching it
+        run = placeholders.run_of(encoded)
+        return placeholders.call_shrunk(
+            rt, original, run, input_ids, attention_mask, position_ids, encoded, inputs_embeds=inputs_embeds, **call
+        )
 
 
 ADAPTER = Idefics3Adapter

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 
-from tokenfunnel.adapters import shuffle
+from tokenfunnel.adapters import placeholders, shuffle
 from tokenfunnel.adapters.guards import refuse_labels
 from tokenfunnel.runtime.state import RUN
 
@@ -21,6 +21,7 @@ CLASSES = ("InternVLForConditionalGeneration", "InternVLModel")
 
 
 class InternVLAdapter:
+    placeholder = "<IMG_CONTEXT>"
     family = "internvl"
 
     def __init__(self, model) -> None:
@@ -58,7 +59,7 @@ class InternVLAdapter:
         return shuffle.scaled_steps(plan, h, w, self.usable_layers, self.scale)
 
     def install(self, runtime) -> None:
-        # the runtime asks the plan for steps on the patch grid; ours must keep it divisible by the shuffle factor
+        # get_image_features reshapes the encoder output to a square grid; a merged grid may be rectangular
         original = self.core.get_image_features
 
         @functools.wraps(original)  # generate() reads its signature to pick the encoder's arguments
@@ -151,25 +152,10 @@ class InternVLAdapter:
                 vision_feature_select_strategy=vision_feature_select_strategy,
                 return_dict=True,
             )
-        run = getattr(encoded, RUN, None)
-        if run is None:
-            raise ValueError(
-                "these image features were computed without compression; encode them on the compressed model"
-            )
-        try:
-            shrunk = shuffle.shrink(rt, run, input_ids, attention_mask, position_ids)
-            if shrunk is not None:
-                input_ids, attention_mask, position_ids = shrunk
-            return original(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                inputs_embeds=inputs_embeds,
-                mm_encoder_outputs={"image": encoded},
-                **call,
-            )
-        finally:
-            rt.pending = None  # consumed by the text model, or discarded if the call failed before reaching it
+        run = placeholders.run_of(encoded)
+        return placeholders.call_shrunk(
+            rt, original, run, input_ids, attention_mask, position_ids, encoded, inputs_embeds=inputs_embeds, **call
+        )
 
 
 ADAPTER = InternVLAdapter

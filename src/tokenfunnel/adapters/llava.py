@@ -8,22 +8,18 @@ unmerged sequence's numbering.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
+from tokenfunnel.adapters import placeholders
 from tokenfunnel.adapters.guards import refuse_labels
-from tokenfunnel.runtime.state import RUN, Layout
 
 CLASSES = ("LlavaForConditionalGeneration", "LlavaModel")
 
 
-def prompt_positions(mask: Tensor) -> Tensor:
-    """Positions counting real tokens only, so a left-padded row is numbered like the same prompt alone."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 class LlavaAdapter:
     family = "llava"
+    scale = 1  # one language-model token per patch
+    placeholder = "<image>"
 
     def __init__(self, model) -> None:
         self.core = model.model if type(model).__name__ == "LlavaForConditionalGeneration" else model
@@ -76,7 +72,6 @@ class LlavaAdapter:
         **kwargs,
     ):
         call = dict(
-            attention_mask=attention_mask,
             past_key_values=past_key_values,
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
@@ -86,6 +81,7 @@ class LlavaAdapter:
         if pixel_values is None and encoded is None:  # text only, or decoding after the prefill
             return original(
                 input_ids=input_ids,
+                attention_mask=attention_mask,
                 inputs_embeds=inputs_embeds,
                 position_ids=position_ids,
                 mm_encoder_outputs=mm_encoder_outputs,
@@ -109,83 +105,10 @@ class LlavaAdapter:
                 vision_feature_select_strategy=strategy,
                 return_dict=True,
             )
-        run = getattr(encoded, RUN, None)
-        if run is None:
-            raise ValueError(
-                "these image features were computed without compression; encode them on the compressed model"
-            )
-        b, t = input_ids.shape
-        h, w = run.patch_grid
-        per_image = h * w
-        placeholders = (input_ids == self.image_token_id).sum(1)
-        per_sample = int(placeholders[0])
-        if per_sample == 0:
-            raise ValueError("the prompt holds no <image> placeholder; build inputs with the model's processor")
-        if (
-            bool((placeholders != per_sample).any())
-            or per_sample % per_image
-            or per_sample // per_image * b != len(run.size)
-        ):
-            raise ValueError(
-                f"each sample must hold the same number of images of {per_image} placeholders "
-                f"(got {placeholders.tolist()} for {len(run.size)} images); batch prompts with equal image counts"
-            )
-        images = per_sample // per_image
-        hh, ww = run.grid
-        counts = rt.plan.llm_counts(images * hh * ww, per_sample, self.text_model.config.num_hidden_layers)
-        rt.record.encoder_tokens = list(run.tokens)
-        rt.record.encoder_original = [run.prefix + per_image] * len(run.tokens)
-        if (hh, ww) == (h, w) and all(c == per_sample for c in counts):  # nothing to compress: the model as it is
-            rt.record.layout = Layout(
-                visual=input_ids == self.image_token_id,
-                images=[(h, w)] * images,
-                original=per_sample,
-                boxes=list(_boxes(run.rows, run.cols)),
-                patch_grid=(h, w),
-            )
-            rt.record.llm_visual_tokens = list(counts)
-            rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * len(counts)
-            return original(
-                input_ids=input_ids,
-                inputs_embeds=inputs_embeds,
-                position_ids=position_ids,
-                mm_encoder_outputs={"image": encoded},
-                **call,
-            )
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        positions = (position_ids if position_ids is not None else prompt_positions(mask)).expand(b, -1)
-        cols = (input_ids == self.image_token_id).nonzero()[:, 1].view(b, images, per_image)
-        centre = _centres(run.rows, run.cols, w).view(b, images, -1)
-        keep = input_ids != self.image_token_id
-        keep[torch.arange(b, device=keep.device)[:, None], cols.gather(2, centre).flatten(1)] = True
-        idx = keep.nonzero()[:, 1].view(b, -1)
-        ids, positions = input_ids.gather(1, idx), positions.gather(1, idx)
-        call["attention_mask"] = mask.gather(1, idx)
-        rt.record.layout = rt.pending = Layout(
-            visual=ids == self.image_token_id,
-            images=[(hh, ww)] * images,
-            original=per_sample,
-            boxes=list(_boxes(run.rows, run.cols)),
-            patch_grid=(h, w),
+        run = placeholders.run_of(encoded)
+        return placeholders.call_shrunk(
+            rt, original, run, input_ids, attention_mask, position_ids, encoded, inputs_embeds=inputs_embeds, **call
         )
-        try:
-            return original(input_ids=ids, position_ids=positions, mm_encoder_outputs={"image": encoded}, **call)
-        finally:
-            rt.pending = None  # consumed by the text model, or discarded if the call failed before reaching it
-
-
-def _centres(rows: Tensor, cols: Tensor, w: int) -> Tensor:
-    """Raster index of the centre patch each merged token covers, (I, h' * w')."""
-    r = (rows[..., 0] + rows[..., 1]) // 2
-    c = (cols[..., 0] + cols[..., 1]) // 2
-    return (r[:, :, None] * w + c[:, None, :]).flatten(1)
-
-
-def _boxes(rows: Tensor, cols: Tensor):
-    """Per image, (h' * w', 4) [row0, row1, col0, col1] of the original patches each token covers."""
-    hh, ww = rows.shape[1], cols.shape[1]
-    for r, c in zip(rows, cols, strict=True):
-        yield torch.cat([r[:, None, :].expand(hh, ww, 2), c[None, :, :].expand(hh, ww, 2)], dim=-1).flatten(0, 1)
 
 
 ADAPTER = LlavaAdapter

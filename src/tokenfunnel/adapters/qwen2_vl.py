@@ -35,6 +35,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.generic import get_max_seqlen
 from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
 
+from tokenfunnel.adapters import placeholders
 from tokenfunnel.ops.merge import initial_spans, merge_columns, merge_rows
 from tokenfunnel.runtime.state import RUN, EncoderRun, Layout
 
@@ -257,31 +258,27 @@ class Qwen2VLAdapter:
             )
         if encoded is None:
             encoded = self.core.get_image_features(pixel_values, image_grid_thw, return_dict=True)
-        run: QwenRun | None = getattr(encoded, RUN, None)
-        if run is None:
-            raise ValueError(
-                "these image features were computed without compression; encode them on the compressed model"
-            )
+        run: QwenRun = placeholders.run_of(encoded)
         b = input_ids.shape[0]
         m = self.merge
         before = [(h // m, w // m) for _, h, w in run.grid_thw.tolist()]
         after = [(h // m, w // m) for _, h, w in run.merged_thw.tolist()]
-        placeholders = (input_ids == self.image_token_id).sum(1)
-        per_sample = int(placeholders[0])
+        counted = (input_ids == self.image_token_id).sum(1)
+        per_sample = int(counted[0])
         k = len(before) // b if b else 0
         same = len(before) == k * b and all(before[s * k : (s + 1) * k] == before[:k] for s in range(b))
         if per_sample == 0:
             raise ValueError("the prompt holds no image placeholder; build inputs with the model's processor")
-        if not same or bool((placeholders != per_sample).any()) or per_sample != sum(h * w for h, w in before[:k]):
+        if not same or bool((counted != per_sample).any()) or per_sample != sum(h * w for h, w in before[:k]):
             raise ValueError(
-                f"each sample must hold images of the same grids in the same order (got {placeholders.tolist()} "
+                f"each sample must hold images of the same grids in the same order (got {counted.tolist()} "
                 f"placeholders for {len(before)} images of grids {before}); batch prompts with equal images"
             )
         entering = sum(h * w for h, w in after[:k])
         counts = rt.plan.llm_counts(entering, per_sample, self.text_model.config.num_hidden_layers)
         rt.record.encoder_tokens = [sum(col) for col in zip(*run.tokens[:k], strict=True)]
         rt.record.encoder_original = [sum(m * m * h * w for h, w in before[:k])] * len(self.blocks)
-        boxes = [_boxes(r.rows[0], r.cols[0]) for r in run.runs]
+        boxes = [next(placeholders.boxes(r.rows, r.cols, 1)) for r in run.runs]
         layout = dict(images=after[:k], original=per_sample, boxes=boxes, patch_grid=before[0])
         if not run.merged and all(c == per_sample for c in counts):  # nothing to compress: the model as it is
             rt.record.layout = Layout(visual=input_ids == self.image_token_id, **layout)
@@ -312,7 +309,9 @@ class Qwen2VLAdapter:
             starts = [0]
             for h, w in before[: k - 1]:
                 starts.append(starts[-1] + h * w)
-            centres = [starts[i % k] + _centres(r.rows[0], r.cols[0], before[i][1]) for i, r in enumerate(run.runs)]
+            centres = [
+                starts[i % k] + placeholders.centres(r.rows, r.cols, 1, before[i][1])[0] for i, r in enumerate(run.runs)
+            ]
             centre = torch.stack([torch.cat(centres[s * k : (s + 1) * k]) for s in range(b)])
             cols = (input_ids == self.image_token_id).nonzero()[:, 1].view(b, per_sample)
             keep = input_ids != self.image_token_id
@@ -332,19 +331,6 @@ def _mrope(position_ids: Tensor | None) -> Tensor | None:
     if position_ids.dim() == 2:
         return position_ids[None].expand(3, -1, -1)
     return position_ids[-3:]
-
-
-def _centres(rows: Tensor, cols: Tensor, w: int) -> Tensor:
-    """Raster index, in the unmerged cell grid, of the centre cell each merged token covers, (h' * w',)."""
-    r = (rows[:, 0] + rows[:, 1]) // 2
-    c = (cols[:, 0] + cols[:, 1]) // 2
-    return (r[:, None] * w + c[None, :]).flatten()
-
-
-def _boxes(rows: Tensor, cols: Tensor) -> Tensor:
-    """(h' * w', 4) [row0, row1, col0, col1] of the cells each token covers, inclusive."""
-    hh, ww = rows.shape[0], cols.shape[0]
-    return torch.cat([rows[:, None, :].expand(hh, ww, 2), cols[None, :, :].expand(hh, ww, 2)], dim=-1).flatten(0, 1)
 
 
 ADAPTER = Qwen2VLAdapter

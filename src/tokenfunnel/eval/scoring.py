@@ -11,12 +11,9 @@ from collections.abc import Sequence
 
 import torch
 
+from tokenfunnel.ops.positions import prompt_positions
+
 END_OF_TURN = "<|im_end|>"
-
-
-def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that count only real tokens, so that a left-padded row matches the same prompt alone."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 @torch.no_grad()

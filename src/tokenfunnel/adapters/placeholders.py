@@ -1,0 +1,118 @@
+"""Placeholder runs of the families that show their LLM one token per (block of) grid cell(s): LLaVA (s = 1),
+Idefics3/SmolVLM and InternVL (pixel shuffle by s). After OIM each image's run is shrunk to the tokens the encoder
+kept: each token takes the placeholder, and so the position, of the block that holds its centre patch; text keeps
+the positions of the unmerged prompt.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from tokenfunnel.ops.positions import prompt_positions
+from tokenfunnel.runtime.state import RUN, Layout
+
+
+def run_of(encoded):
+    """The EncoderRun that produced these image features, or a clear error if they were encoded uncompressed."""
+    run = getattr(encoded, RUN, None)
+    if run is None:
+        raise ValueError("these image features were computed without compression; encode them on the compressed model")
+    return run
+
+
+def _blocks(spans: Tensor, s: int) -> Tensor:
+    """Coverage (I, n, 2) of the merged grid's rows (or columns) -> coverage (I, n/s, 2) of the shuffled ones."""
+    return torch.stack([spans[:, ::s, 0], spans[:, s - 1 :: s, 1]], dim=-1)
+
+
+def boxes(rows: Tensor, cols: Tensor, s: int):
+    """Per image, (h'*w', 4) [row0, row1, col0, col1] of the original patches each language-model token covers."""
+    rows, cols = _blocks(rows, s), _blocks(cols, s)
+    hh, ww = rows.shape[1], cols.shape[1]
+    for r, c in zip(rows, cols, strict=True):
+        yield torch.cat([r[:, None, :].expand(hh, ww, 2), c[None, :, :].expand(hh, ww, 2)], dim=-1).flatten(0, 1)
+
+
+def centres(rows: Tensor, cols: Tensor, s: int, w: int) -> Tensor:
+    """Placeholder (of the unmerged run, raster over (h/s) x (w/s)) whose block holds each token's centre patch.
+
+    Each shuffled row covers at least s original rows, so consecutive centres lie at least s apart and fall into
+    different blocks: no two tokens take the same placeholder.
+    """
+    rows, cols = _blocks(rows, s), _blocks(cols, s)
+    r = (rows[..., 0] + rows[..., 1]) // 2 // s
+    c = (cols[..., 0] + cols[..., 1]) // 2 // s
+    return (r[:, :, None] * (w // s) + c[:, None, :]).flatten(1)
+
+
+def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
+    """Record the layout of this prompt and shrink each image's placeholder run to the tokens the encoder kept.
+
+    The runtime's adapter names the shuffle factor (``scale``), the placeholder (``image_token_id``, shown to users
+    as ``placeholder``) and the language model (``text_model``).
+
+    Returns None when nothing is compressed (call the model unchanged), else the shortened ``input_ids``,
+    ``attention_mask`` and ``position_ids`` (text keeps the positions of the unmerged prompt, each visual token
+    the position of the placeholder its centre patch had) with ``rt.pending`` set for the language model.
+    """
+    s, token, layers = rt.adapter.scale, rt.adapter.image_token_id, rt.adapter.text_model.config.num_hidden_layers
+    b = input_ids.shape[0]
+    h, w = run.patch_grid
+    per_image = (h // s) * (w // s)
+    placeholders = (input_ids == token).sum(1)
+    per_sample = int(placeholders[0])
+    if per_sample == 0:
+        name = rt.adapter.placeholder
+        raise ValueError(f"the prompt holds no {name} placeholder; build inputs with the model's processor")
+    uneven = bool((placeholders != per_sample).any()) or per_sample % per_image
+    if uneven or per_sample // per_image * b != len(run.size):
+        raise ValueError(
+            f"each sample must hold the same number of images (tiles) of {per_image} placeholders "
+            f"(got {placeholders.tolist()} for {len(run.size)} images); batch prompts with equal image counts"
+        )
+    images = per_sample // per_image
+    hh, ww = run.grid
+    counts = rt.plan.llm_counts(images * (hh // s) * (ww // s), per_sample, layers)
+    rt.record.encoder_tokens = list(run.tokens)
+    rt.record.encoder_original = [run.prefix + h * w] * len(run.tokens)
+    layout = Layout(
+        visual=input_ids == token,
+        images=[(hh // s, ww // s)] * images,
+        original=per_sample,
+        boxes=list(boxes(run.rows, run.cols, s)),
+        patch_grid=(h, w),
+    )
+    rt.record.layout = layout
+    if (hh, ww) == (h, w) and all(c == per_sample for c in counts):  # nothing to compress: the model as it is
+        rt.record.llm_visual_tokens = list(counts)
+        rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * len(counts)
+        return None
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    positions = (position_ids if position_ids is not None else prompt_positions(mask)).expand(b, -1)
+    at = (input_ids == token).nonzero()[:, 1].view(b, images, per_image)
+    centre = centres(run.rows, run.cols, s, w).view(b, images, -1)
+    keep = input_ids != token
+    keep[torch.arange(b, device=keep.device)[:, None], at.gather(2, centre).flatten(1)] = True
+    idx = keep.nonzero()[:, 1].view(b, -1)
+    ids, mask, positions = input_ids.gather(1, idx), mask.gather(1, idx), positions.gather(1, idx)
+    layout.visual = ids == token
+    rt.pending = layout  # the caller clears it once the model call returns or fails
+    return ids, mask, positions
+
+
+def call_shrunk(rt, original, run, input_ids: Tensor, attention_mask, position_ids, encoded, **call):
+    """Call the model's own forward on the shrunk prompt with the compressed features; never leaves a layout staged."""
+    try:
+        shrunk = shrink(rt, run, input_ids, attention_mask, position_ids)
+        if shrunk is not None:
+            input_ids, attention_mask, position_ids = shrunk
+        return original(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            mm_encoder_outputs={"image": encoded},
+            **call,
+        )
+    finally:
+        rt.pending = None  # consumed by the text model, or discarded if the call failed before reaching it
