@@ -76,39 +76,29 @@ def prefill(
     if use_cache and cache is None:
         cache = DynamicCache(config=model.config)
     impl = _impl(model)
-    idx = torch.arange(t, device=embeds.device).expand(b, t)
-    cells = (visual.long().cumsum(1) - 1).clamp(min=0)  # cell of each visual column
+    now_visual = visual  # (B, T_now): which tokens of the current sequence are visual
+    kept = torch.arange(entering, device=embeds.device).expand(b, -1)  # their cells, in sequence order
     valid = mask.bool()
     hidden, pos = embeds, positions
     attn = _mask(impl, valid, t, embeds.dtype)
     rope = model.rotary_emb(hidden, position_ids=pos)
     book = CacheBook([], [], positions.max(-1).values + 1)
     record.llm_visual_tokens, record.kept_cells = [], []
-    n_now = entering
     for i, layer in enumerate(layers):
-        if counts[i] < n_now:
-            now_visual = visual.gather(1, idx)
-            at = now_visual.nonzero()[:, 1].view(b, n_now)  # where the visual tokens sit in the current sequence
-            scores = plan.score(
-                ScoreInput(gather_tokens(hidden, at), cells.gather(1, idx.gather(1, at)), layout.images, layer, i)
-            )
+        if counts[i] < kept.shape[1]:
+            at = now_visual.nonzero()[:, 1].view(b, -1)  # where the visual tokens sit in the current sequence
+            scores = plan.score(ScoreInput(gather_tokens(hidden, at), kept, layout.images, layer, i))
+            chosen = topk_in_order(scores, counts[i])
             drop = torch.ones_like(now_visual)
-            drop.scatter_(1, at.gather(1, topk_in_order(scores, counts[i])), False)
-            stay = ~(now_visual & drop)
-            keep = stay.nonzero()[:, 1].view(b, -1)
-            idx, hidden, pos, valid = (
-                idx.gather(1, keep),
-                gather_tokens(hidden, keep),
-                _take(pos, keep),
-                valid.gather(1, keep),
-            )
-            attn = _mask(impl, valid, idx.shape[1], hidden.dtype)
+            drop.scatter_(1, at.gather(1, chosen), False)
+            keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
+            hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
+            now_visual, kept = now_visual.gather(1, keep), kept.gather(1, chosen)
+            attn = _mask(impl, valid, hidden.shape[1], hidden.dtype)
             rope = model.rotary_emb(hidden, position_ids=pos)
-            n_now = counts[i]
-        record.llm_visual_tokens.append(n_now)
-        now_visual = visual.gather(1, idx)
-        record.kept_cells.append(cells.gather(1, idx)[now_visual].view(b, n_now))
-        book.lengths.append(idx.shape[1])
+        record.llm_visual_tokens.append(kept.shape[1])
+        record.kept_cells.append(kept)
+        book.lengths.append(hidden.shape[1])
         book.valid.append(valid)
         hidden = layer(
             hidden,
