@@ -78,15 +78,6 @@ def inputs(texts: list[tuple[int, ...]], seeds: list[int]) -> dict:
 TEXTS, SEEDS = [(3, 2, 4), (6, 1, 5)], [0, 1]  # 81 and 84 tokens: the first is left-padded
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a busy machine spinning threads make them 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def model(request):
     return build(request.param)

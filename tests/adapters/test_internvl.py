@@ -78,15 +78,6 @@ def inputs(texts: list[tuple[int, int]], seeds: list[int]) -> dict:
 TEXTS, SEEDS = [(3, 4), (7, 2)], [0, 1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from threads, and on a busy machine spinning threads make them 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model():
     return build()

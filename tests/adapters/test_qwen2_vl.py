@@ -55,11 +55,9 @@ def _config(family: str):
 
 @pytest.fixture(autouse=True, scope="module")
 def _cpu():
-    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1)  # tiny matrices: threads only contend
+    grad = torch.is_grad_enabled()
     torch.set_grad_enabled(False)
     yield
-    torch.set_num_threads(threads)
     torch.set_grad_enabled(grad)
 
 
