@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from tokenfunnel.ops.positions import prompt_positions
+from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.state import RUN, Layout
 
 
@@ -80,7 +81,7 @@ def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
         visual=input_ids == token,
         images=[(hh // s, ww // s)] * images,
         original=per_sample,
-        boxes=list(boxes(run.rows, run.cols, s)),
+        boxes=list(boxes(run.rows, run.cols, s)) if run.cells is None else list(run.cover),
         patch_grid=(h, w),
     )
     rt.record.layout = layout
@@ -91,7 +92,7 @@ def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
     mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
     positions = (position_ids if position_ids is not None else prompt_positions(mask)).expand(b, -1)
     at = (input_ids == token).nonzero()[:, 1].view(b, images, per_image)
-    centre = centres(run.rows, run.cols, s, w).view(b, images, -1)
+    centre = (centres(run.rows, run.cols, s, w) if run.cells is None else run.cells).view(b, images, -1)
     keep = input_ids != token
     keep[torch.arange(b, device=keep.device)[:, None], at.gather(2, centre).flatten(1)] = True
     idx = keep.nonzero()[:, 1].view(b, -1)
@@ -104,7 +105,8 @@ def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
 def call_shrunk(rt, original, run, input_ids: Tensor, attention_mask, position_ids, encoded, **call):
     """Call the model's own forward on the shrunk prompt with the compressed features; never leaves a layout staged."""
     try:
-        shrunk = shrink(rt, run, input_ids, attention_mask, position_ids)
+        with ours():
+            shrunk = shrink(rt, run, input_ids, attention_mask, position_ids)
         if shrunk is not None:
             input_ids, attention_mask, position_ids = shrunk
         return original(

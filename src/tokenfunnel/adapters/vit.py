@@ -51,3 +51,28 @@ def halves(layer: nn.Module) -> tuple[Callable, Callable]:
             "use a method that compresses after the encoder"
         )
     return HALVES[name]
+
+
+# layer class name -> (pre-attention norm, attention module), for methods that compare tokens by their keys
+_QK: dict[str, tuple[str, str]] = {
+    "Dinov2Layer": ("norm1", "attention"),
+    "CLIPEncoderLayer": ("layer_norm1", "self_attn"),
+    "SiglipEncoderLayer": ("layer_norm1", "self_attn"),
+    "Siglip2EncoderLayer": ("layer_norm1", "self_attn"),
+    "Idefics3EncoderLayer": ("layer_norm1", "self_attn"),
+    "SmolVLMEncoderLayer": ("layer_norm1", "self_attn"),
+}
+
+
+def query_keys(layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The layer's queries and keys (I, heads, N, head_dim) for its input ``x`` (I, N, C), without running it."""
+    name = type(layer).__name__
+    if name not in _QK:
+        raise TypeError(f"reading keys of {name} layers is not supported (supported: {', '.join(sorted(_QK))})")
+    norm, attn = (getattr(layer, a) for a in _QK[name])
+    heads = getattr(attn, "num_heads", None) or attn.num_attention_heads
+    i, n, _ = x.shape
+    h = norm(x)
+    q = attn.q_proj(h).view(i, n, heads, -1).transpose(1, 2)
+    k = attn.k_proj(h).view(i, n, heads, -1).transpose(1, 2)
+    return q, k

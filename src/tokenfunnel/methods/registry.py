@@ -4,10 +4,28 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from tokenfunnel.methods.dart import DART, DARTConfig
+from tokenfunnel.methods.downsample import Downsample, DownsampleConfig
+from tokenfunnel.methods.fastv import FastV, FastVConfig
 from tokenfunnel.methods.luvc import LUVC, LUVCConfig
+from tokenfunnel.methods.pdrop import PDrop, PDropConfig
+from tokenfunnel.methods.pool import Pool, PoolConfig
+from tokenfunnel.methods.random_drop import RandomConfig, RandomDrop
+from tokenfunnel.methods.tome import ToMe, ToMeConfig
+from tokenfunnel.methods.visionzip import VisionZip, VisionZipConfig
 from tokenfunnel.runtime.handle import Handle
 
-METHODS = {"luvc": (LUVCConfig, LUVC)}
+METHODS = {
+    "luvc": (LUVCConfig, LUVC),
+    "fastv": (FastVConfig, FastV),
+    "pdrop": (PDropConfig, PDrop),
+    "dart": (DARTConfig, DART),
+    "random": (RandomConfig, RandomDrop),
+    "visionzip": (VisionZipConfig, VisionZip),
+    "tome": (ToMeConfig, ToMe),
+    "pool": (PoolConfig, Pool),
+    "downsample": (DownsampleConfig, Downsample),
+}
 
 
 def _by_config(config) -> str:

@@ -96,3 +96,50 @@ def grid_target(h: int, w: int, fraction: float) -> tuple[int, int]:
     if tw > w:  # too thin for the width: take the full width and enough rows
         tw, th = w, min(h, math.ceil(cells / w))
     return th, max(1, tw)
+
+
+def drop_once(n: int, layers: int, mean: float, at: int) -> list[int]:
+    """``n`` tokens before layer ``at``, then a constant count: the single-drop schedule of FastV and DART."""
+    if not 0 <= at < layers:
+        raise ValueError(f"drop layer {at} is outside 0..{layers - 1}; pick a layer inside the model")
+    after = round((mean * layers - n * at) / (layers - at))
+    if after < 0:
+        raise ValueError(
+            f"dropping at layer {at} of {layers} cannot go below {at * n / layers:.2f} tokens per layer "
+            f"(keep {at / layers:.3f}); ask for more, or drop at an earlier layer"
+        )
+    return [n] * at + [min(n, after)] * (layers - at)
+
+
+def pyramid(n: int, layers: int, mean: float, at: list[int]) -> list[int]:
+    """PyramidDrop stages: ``n`` tokens until the first boundary, then the remaining tokens times the same ratio at
+    each boundary in ``at``; the ratio is solved so the mean count per layer is ``mean``."""
+    if list(at) != sorted(set(at)) or not at or at[0] < 0 or at[-1] >= layers:
+        raise ValueError(f"stage boundaries must be increasing layers inside 0..{layers - 1}, got {list(at)}")
+
+    def counts(ratio: float) -> list[int]:
+        return [round(n * ratio ** sum(t >= a for a in at)) for t in range(layers)]
+
+    low = sum(counts(0.0))
+    if mean * layers < low - 1e-9:
+        raise ValueError(
+            f"stages starting at layer {at[0]} of {layers} cannot go below keep {low / (n * layers):.3f}; "
+            "ask for more, or start the stages earlier"
+        )
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sum(counts(mid)) < mean * layers else (lo, mid)
+    best = min((lo, hi), key=lambda r: abs(sum(counts(r)) - mean * layers))
+    return counts(best)
+
+
+def fit_grid(h: int, w: int, cells: float, tolerance: float = 0.02) -> tuple[int, int]:
+    """The most h x w-shaped grid whose cell count is within ``tolerance`` (relative, at least one cell) of
+    ``cells``: what pooling or downsampling to a token budget can honour. Raises when no grid is that close."""
+    slack = max(1.0, tolerance * cells)
+    fits = [(th, tw) for th in range(1, h + 1) for tw in range(1, w + 1) if abs(th * tw - cells) <= slack]
+    if not fits:
+        raise ValueError(f"no grid of at most {h}x{w} holds {cells:.1f} tokens (within {slack:.1f})")
+    # the aspect ratio nearest the original first (a squashed grid distorts the image), then the closest count
+    return min(fits, key=lambda g: (round(abs(math.log(g[0] * w / (g[1] * h))), 3), abs(g[0] * g[1] - cells)))

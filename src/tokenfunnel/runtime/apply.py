@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+import torch.nn.functional as F
 
 from tokenfunnel.adapters.vit import halves
 from tokenfunnel.runtime import decoder, encoder
+from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.patch import MARK, Patcher
 from tokenfunnel.runtime.state import RUN, EncoderRun, Layout, Plan, Record
 
@@ -26,6 +30,9 @@ class Runtime:
 
     # -- installation -------------------------------------------------------------------------------------------
     def install(self) -> None:
+        check = getattr(self.plan, "check", None)
+        if check is not None:  # a method that cannot honour its options on this model says so before patching
+            check(self.adapter)
         try:
             self.patcher.set(self.model, MARK, self)
             if self.adapter.encoder_layers:
@@ -54,11 +61,27 @@ class Runtime:
             return self.adapter.encoder_steps(self.plan, h, w)
         return self.plan.encoder_steps(h, w, self.adapter.usable_layers)
 
+    def input_grid(self, h: int, w: int) -> tuple[int, int] | None:
+        """The smaller patch grid the encoder is shown when the method downsamples the image, else None."""
+        resize = getattr(self.plan, "input_grid", None)
+        return None if resize is None else resize(h, w)
+
     def _vision_forward(self, original, pixel_values, *args, **kwargs):
         h, w = self.adapter.patch_grid(pixel_values)
-        steps = self.encoder_steps(h, w)
+        seen = self.input_grid(h, w)
+        if seen is not None and seen != (h, w):
+            with ours():
+                p = self.adapter.patch_size
+                pixel_values = F.interpolate(
+                    pixel_values, size=(seen[0] * p, seen[1] * p), mode="bilinear", antialias=True, align_corners=False
+                )
+            if "interpolate_pos_encoding" in inspect.signature(original).parameters:
+                kwargs["interpolate_pos_encoding"] = True  # CLIP/SigLIP only stretch their positions when asked
+        else:
+            seen = None
+        steps = self.encoder_steps(*(seen or (h, w)))
         self.run = encoder.start_run(
-            pixel_values.shape[0], h, w, self.adapter.prefix, steps, self.plan.proportional, pixel_values.device
+            pixel_values.shape[0], h, w, self.adapter.prefix, steps, self.plan.proportional, pixel_values.device, seen
         )
         try:
             out = original(pixel_values, *args, **kwargs)

@@ -16,6 +16,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from tokenfunnel.ops.select import gather_tokens, topk_in_order
+from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.state import Layout, Plan, Record, ScoreInput
 
 
@@ -86,16 +87,19 @@ def prefill(
     record.llm_visual_tokens, record.kept_cells = [], []
     for i, layer in enumerate(layers):
         if counts[i] < kept.shape[1]:
-            at = now_visual.nonzero()[:, 1].view(b, -1)  # where the visual tokens sit in the current sequence
-            scores = plan.score(ScoreInput(gather_tokens(hidden, at), kept, layout.images, layer, i))
-            chosen = topk_in_order(scores, counts[i])
-            drop = torch.ones_like(now_visual)
-            drop.scatter_(1, at.gather(1, chosen), False)
-            keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
-            hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
-            now_visual, kept = now_visual.gather(1, keep), kept.gather(1, chosen)
-            attn = _mask(impl, valid, hidden.shape[1], hidden.dtype)
-            rope = model.rotary_emb(hidden, position_ids=pos)
+            with ours():
+                at = now_visual.nonzero()[:, 1].view(b, -1)  # where the visual tokens sit in the current sequence
+                scores = plan.score(
+                    ScoreInput(gather_tokens(hidden, at), kept, layout.images, layer, i, hidden, at, valid, rope)
+                )
+                chosen = topk_in_order(scores, counts[i])
+                drop = torch.ones_like(now_visual)
+                drop.scatter_(1, at.gather(1, chosen), False)
+                keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
+                hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
+                now_visual, kept = now_visual.gather(1, keep), kept.gather(1, chosen)
+                attn = _mask(impl, valid, hidden.shape[1], hidden.dtype)
+                rope = model.rotary_emb(hidden, position_ids=pos)
         record.llm_visual_tokens.append(kept.shape[1])
         record.kept_cells.append(kept)
         book.lengths.append(hidden.shape[1])

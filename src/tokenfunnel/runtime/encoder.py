@@ -1,5 +1,10 @@
-"""Orthogonal merging inside a vision encoder: at scheduled layers, between attention and MLP, fuse whole columns
-or rows of the patch grid (class/register tokens untouched), so the grid leaving the encoder stays rectangular.
+"""Token merging inside a vision encoder, at scheduled layers; class/register tokens are never touched.
+
+Steps (``EncoderRun.steps``: layer -> (kind, argument)):
+- between attention and MLP: "cols"/"rows" (OIM: fuse whole adjacent columns/rows, the grid stays rectangular)
+  and "tome" (ToMe's bipartite soft matching on the layer's keys; the tokens become a set);
+- after the layer: "pool" (average the grid into th x tw bins) and "zip" (VisionZip: dominant tokens by the
+  attention the class token pays them, the rest merged into contextual tokens).
 """
 
 from __future__ import annotations
@@ -9,33 +14,105 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from tokenfunnel.adapters.vit import query_keys
 from tokenfunnel.ops.merge import initial_spans, merge_columns, merge_rows, proportional_bias
+from tokenfunnel.ops.pool import bin_pool, bins, pool_spans
+from tokenfunnel.ops.setmerge import bipartite, dominant_contextual, merge_groups
+from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.state import EncoderRun
 
+MID = ("cols", "rows", "tome")
+AFTER = ("pool", "zip")
 
-def start_run(images: int, h: int, w: int, prefix: int, steps, proportional: bool, device) -> EncoderRun:
+
+def start_run(
+    images: int, h: int, w: int, prefix: int, steps, proportional: bool, device, seen: tuple[int, int] | None = None
+) -> EncoderRun:
+    """A run over an h x w patch grid; ``seen`` is the smaller grid the encoder gets when the image is downsampled
+    (each of its patches then covers a bin of the original ones)."""
+    sh, sw = seen or (h, w)
+    rows, cols = bins(h, sh, device), bins(w, sw, device)
+    area = (rows[:, 1] - rows[:, 0] + 1)[:, None] * (cols[:, 1] - cols[:, 0] + 1)[None, :]
     return EncoderRun(
         prefix=prefix,
-        size=torch.ones(images, h, w, device=device),
-        rows=initial_spans(images, h, device),
-        cols=initial_spans(images, w, device),
+        size=area.float().expand(images, -1, -1).clone() if seen else torch.ones(images, h, w, device=device),
+        rows=rows.expand(images, -1, -1).clone() if seen else initial_spans(images, h, device),
+        cols=cols.expand(images, -1, -1).clone() if seen else initial_spans(images, w, device),
         steps=steps,
         proportional=proportional,
         patch_grid=(h, w),
     )
 
 
-def merge_step(run: EncoderRun, x: Tensor, axis: str, r: int) -> Tensor:
-    """Apply one OIM step to ``x`` (I, prefix + h*w, C) and update the run's sizes and spans."""
+def final_grid(h: int, w: int, steps: dict[int, tuple[str, object]]) -> tuple[int, int]:
+    """The grid the steps leave an h x w grid with ((1, n) once the tokens are a set)."""
+    for _, (kind, arg) in sorted(steps.items()):
+        if kind == "cols":
+            w -= arg
+        elif kind == "rows":
+            h -= arg
+        elif kind == "tome":
+            h, w = 1, h * w - arg
+        elif kind == "pool":
+            h, w = arg
+        else:
+            h, w = 1, sum(arg)
+    return h, w
+
+
+def _as_set(run: EncoderRun) -> None:
+    """Give up the grid: every token takes the cell of its centre patch and the box of the patches it covers."""
+    if run.cells is not None:
+        return
+    images, h, w = run.size.shape
+    rows, cols = run.rows[:, :, None, :].expand(-1, -1, w, -1), run.cols[:, None, :, :].expand(-1, h, -1, -1)
+    centre = (rows[..., 0] + rows[..., 1]) // 2 * run.patch_grid[1] + (cols[..., 0] + cols[..., 1]) // 2
+    run.cells = centre.flatten(1)
+    run.cover = torch.cat([rows, cols], dim=-1).flatten(1, 2)
+    run.size = run.size.flatten(1)
+
+
+def _grid_step(run: EncoderRun, x: Tensor, kind: str, arg) -> Tensor:
     h, w = run.grid
     head, grid = x[:, : run.prefix], x[:, run.prefix :].reshape(x.shape[0], h, w, x.shape[-1])
-    if axis == "cols":
-        grid, run.size, info = merge_columns(grid, run.size, r)
+    if kind == "cols":
+        grid, run.size, info = merge_columns(grid, run.size, arg)
         run.cols = info.spans(run.cols)
-    else:
-        grid, run.size, info = merge_rows(grid, run.size, r)
+    elif kind == "rows":
+        grid, run.size, info = merge_rows(grid, run.size, arg)
         run.rows = info.spans(run.rows)
+    else:  # pool
+        th, tw = arg
+        grid, run.size = bin_pool(grid, run.size, th, tw)
+        run.rows, run.cols = pool_spans(run.rows, th), pool_spans(run.cols, tw)
     return torch.cat([head, grid.flatten(1, 2)], dim=1)
+
+
+def _set_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module, before: Tensor) -> Tensor:
+    _as_set(run)
+    p = run.prefix
+    q, k = query_keys(layer, before)  # (I, H, N, d) each, from the layer's own input
+    metric = k[:, :, p:].mean(dim=1)  # keys averaged over heads, as ToMe and VisionZip compare tokens
+    if kind == "tome":
+        assign, rep = bipartite(metric, arg)
+    else:
+        dominant, contextual = arg
+        if p:  # attention the class token pays each patch, averaged over heads
+            weights = (q[:, :, :1] @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1)[:, :, 0, p:]
+        else:  # no class token (SigLIP): the attention each patch receives, averaged over every query
+            weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1).mean(dim=2)
+        assign, rep = dominant_contextual(weights.mean(dim=1), metric, dominant, contextual)
+    grid, run.size, run.cells, run.cover = merge_groups(x[:, p:], run.size, run.cells, run.cover, assign, rep)
+    return torch.cat([x[:, :p], grid], dim=1)
+
+
+def merge_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module | None = None, before=None) -> Tensor:
+    """Apply one step to ``x`` (I, prefix + n, C) and update the run; ``before`` is the layer's input (for keys)."""
+    if kind in ("cols", "rows", "pool"):
+        if run.cells is not None:
+            raise ValueError(f"a {kind!r} step needs a grid, but an earlier merge made the tokens a set")
+        return _grid_step(run, x, kind, arg)
+    return _set_step(run, x, kind, arg, layer, before)
 
 
 def _bias(run: EncoderRun, dtype: torch.dtype) -> Tensor:
@@ -64,8 +141,13 @@ def layer_forward(
         if mask is not None:
             raise NotImplementedError("merging inside an encoder that receives an attention mask is not supported")
         x = attention(layer, hidden_states, _bias(run, hidden_states.dtype) if weighted else None)
-        if step is not None:
-            x = merge_step(run, x, *step)
-        return mlp(layer, x)
+        if step is not None and step[0] in MID:
+            with ours():
+                x = merge_step(run, x, *step, layer, hidden_states)
+        x = mlp(layer, x)
+        if step is not None and step[0] in AFTER:
+            with ours():
+                x = merge_step(run, x, *step, layer, hidden_states)
+        return x
 
     return forward

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tokenfunnel.adapters import adapter_for
 from tokenfunnel.runtime.apply import Runtime
+from tokenfunnel.runtime.encoder import final_grid
 from tokenfunnel.runtime.patch import MARK
 from tokenfunnel.runtime.state import Plan
 
@@ -26,9 +27,8 @@ class Handle:
     def encoder_grid(self, h: int, w: int) -> tuple[int, int]:
         """The grid an h x w patch grid leaves the encoder with: fixed by the schedule, known before any image runs
         (what a serving engine needs to size the prompt)."""
-        for axis, r in self._runtime.encoder_steps(h, w).values():
-            h, w = (h, w - r) if axis == "cols" else (h - r, w)
-        return h, w
+        h, w = self._runtime.input_grid(h, w) or (h, w)
+        return final_grid(h, w, self._runtime.encoder_steps(h, w))
 
     def remove(self) -> None:
         """Restore the model exactly as it was; calling it twice is harmless."""

@@ -22,9 +22,15 @@ class EncoderRun:
     proportional: bool
     patch_grid: tuple[int, int]  # the unmerged grid
     tokens: list[int] = field(default_factory=list)  # tokens entering each encoder layer
+    # once a merge gives up the grid (ToMe, VisionZip), tokens are a set in raster order of their cells:
+    cells: Tensor | None = None  # (I, n) the patch (raster index of the unmerged grid) whose placeholder each takes
+    cover: Tensor | None = None  # (I, n, 4) [row0, row1, col0, col1] the original patches each covers
 
     @property
     def grid(self) -> tuple[int, int]:
+        """(h, w) of the current grid; a set of n tokens is reported as a (1, n) grid."""
+        if self.cells is not None:
+            return 1, self.cells.shape[1]
         return self.size.shape[1], self.size.shape[2]
 
     @property
@@ -41,6 +47,10 @@ class ScoreInput:
     images: list[tuple[int, int]]  # grid (h, w) of each image of a sample, in sequence order
     layer: nn.Module  # the decoder layer they are about to enter
     index: int  # its index
+    sequence: Tensor | None = None  # (B, T, D) every token entering the layer (text too), for attention-based scores
+    at: Tensor | None = None  # (B, n) where the visual tokens sit in ``sequence``
+    valid: Tensor | None = None  # (B, T) False at padding
+    rope: tuple[Tensor, Tensor] | None = None  # the layer's (cos, sin) position embeddings for ``sequence``
 
 
 class Plan(Protocol):
