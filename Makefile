@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc train clean
+.PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench train clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,12 @@ speed-luvc: setup
 
 ablate-luvc: setup
 	$(BIN)/python scripts/luvc_ablation.py --samples 180 --out benchmarks/luvc_ablation.json
+
+# The committed sweep: every registered method at three keeps on 200 test mosaics (benchmarks/results.*, pareto.png).
+# Resumable: run it again after an interruption and finished settings are reused.
+bench: setup
+	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods all --keep 0.5,0.25,0.11 \
+		--samples 200 --seed 0 --timing-samples 8 --repeats 3 --threads 2 --out benchmarks
 
 # Retrain the bundled VLM's projector + LoRA (60-80 min on 2 CPU cores); writes the committed weights.
 # The script's defaults are the recipe of the committed weights.

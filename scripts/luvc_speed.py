@@ -27,6 +27,7 @@ import torch
 
 import tokenfunnel
 from tokenfunnel.bench.flops import prefill_flops
+from tokenfunnel.bench.models import llava_shaped, synthetic_batch
 from tokenfunnel.bench.prefill import llm_timer
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import prompt_positions
@@ -37,45 +38,6 @@ def timed(model, batch, repeats: int) -> float:
         for _ in range(repeats + 1):
             model(**batch, position_ids=prompt_positions(batch["attention_mask"]))
     return statistics.median(seconds[1:])
-
-
-def llava_shaped(layers: int):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        image_size=336,
-        patch_size=14,
-        projection_dim=768,
-    )
-    text = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=layers,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32064,
-    )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=32000,
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-    )
-    torch.manual_seed(0)
-    return LlavaForConditionalGeneration(config).eval()
-
-
-def synthetic_batches(samples: int) -> list[dict]:
-    ids = torch.tensor([[1] * 20 + [32000] * 576 + [2] * 20])
-    return [
-        {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": torch.randn(1, 3, 336, 336)}
-        for _ in range(samples)
-    ]
 
 
 def main() -> None:
@@ -96,7 +58,9 @@ def main() -> None:
         batches = [processor([item.image], [item.question]) for item in items]
         image_token = processor.image_token_id
     else:
-        model, batches, image_token = llava_shaped(args.layers), synthetic_batches(args.samples), 32000
+        model = llava_shaped(args.layers)
+        batches = [synthetic_batch(model.config, seed) for seed in range(args.samples)]
+        image_token = model.config.image_token_id
     config = model.config.text_config
     times: dict[float, list[float]] = {k: [] for k in [1.0, *args.keep]}
     counts: dict[float, list[int]] = {}

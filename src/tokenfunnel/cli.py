@@ -1,4 +1,4 @@
-"""The `tokenfunnel` command: build, demo, eval."""
+"""The `tokenfunnel` command: build, demo, eval, show, bench."""
 
 from __future__ import annotations
 
@@ -242,6 +242,168 @@ def evaluate(
     kinds = ", ".join(f"{k} {v:.3f}" for k, v in row["accuracy_by_kind"].items())
     table.add_row(row["method"], f"{row['keep']:.2f}", f"{row['accuracy']:.4f}", kinds, str(row["seconds"]))
     Console().print(table)
+
+
+def _methods(text: str) -> list[str]:
+    from tokenfunnel.bench.settings import available_methods
+
+    available = available_methods()
+    names = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if names == ["all"]:
+        return available
+    unknown = [m for m in names if m not in available]
+    if unknown or not names:
+        fail(f"unknown method {', '.join(map(repr, unknown)) or '(none given)'}: choose from {', '.join(available)}")
+    return names
+
+
+def _keeps(text: str) -> list[float]:
+    try:
+        keeps = list(dict.fromkeys(float(k) for k in text.split(",") if k.strip()))
+    except ValueError:
+        fail(f"--keep takes comma-separated numbers such as 0.5,0.25,0.11, got {text!r}")
+    if not keeps:
+        fail("--keep is empty: pass e.g. --keep 0.5,0.25,0.11")
+    for keep in keeps:
+        if not 0 < keep <= 1:
+            fail(f"--keep must be in (0, 1], got {keep:g} (e.g. --keep 0.25 keeps a quarter of the visual-token FLOPs)")
+    return keeps
+
+
+@app.command()
+def bench(
+    model: str = typer.Option(
+        "bundled", "--model", help="bundled, llava-7b-shape (random weights: timing/FLOPs only) or a model folder."
+    ),
+    dataset: str = typer.Option(
+        "easyvqa-grid", "--dataset", help="easyvqa, easyvqa-grid (test split), easyvqa-dev, easyvqa-grid-dev."
+    ),
+    methods: str = typer.Option("all", "--methods", help="Comma-separated methods, or all; none is always run."),
+    keep: str = typer.Option("0.5,0.25,0.11", "--keep", help="Comma-separated FLOP-equivalent keeps."),
+    samples: int = typer.Option(200, "--samples", help="Questions scored for accuracy."),
+    seed: int = typer.Option(0, "--seed", help="Seed that draws the questions."),
+    timing_samples: int = typer.Option(8, "--timing-samples", help="Prompts timed (0: no timing)."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed prefills per prompt and setting (median)."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch threads for timing (default: torch's count); ranks share them when scoring."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Questions per forward when scoring accuracy."),
+    layers: int = typer.Option(4, "--layers", help="Decoder layers of llava-7b-shape."),
+    device: str = typer.Option("auto", "--device", help="auto (this rank's GPU if any), cpu or cuda."),
+    out: Path = typer.Option(Path("benchmarks"), "--out", help="Folder for results.{json,csv,md}, pareto.png."),
+    as_json: bool = typer.Option(False, "--json", help="Also print results.json's object on stdout."),
+) -> None:
+    """Sweep methods x keeps: accuracy, token counts, FLOPs, memory and interleaved timings; resumable.
+
+    Runs data-parallel under `torchrun --nproc_per_node N -m tokenfunnel bench ...` (accuracy sharded, timing
+    on rank 0)."""
+    import torch
+
+    from tokenfunnel.bench import data
+    from tokenfunnel.bench.distributed import device_for
+    from tokenfunnel.bench.errors import BenchError
+    from tokenfunnel.bench.models import NAMES, SHAPE
+    from tokenfunnel.bench.provenance import machine_id
+    from tokenfunnel.bench.store import Store
+    from tokenfunnel.bench.sweep import BenchConfig
+
+    chosen, keeps = _methods(methods), _keeps(keep)
+    for name, value, least in (
+        ("--timing-samples", timing_samples, 0),
+        ("--repeats", repeats, 1),
+        ("--batch-size", batch_size, 1),
+        ("--layers", layers, 1),
+        ("--threads", 1 if threads is None else threads, 1),
+    ):
+        if value < least:
+            fail(f"{name} must be at least {least}, got {value}")
+    if device not in ("auto", "cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda but torch sees no GPU: use --device cpu")
+    shape = model == SHAPE
+    try:
+        if not shape:
+            data.check(dataset, samples)
+    except BenchError as error:
+        fail(str(error))
+    if model not in NAMES and Path(model).expanduser().is_dir():
+        model = str(Path(model).expanduser().resolve())  # one folder, one name, however it was spelled
+    where = device_for(device)
+    threads = threads or torch.get_num_threads()
+    config = BenchConfig(
+        model=model,
+        dataset="synthetic" if shape else dataset,
+        samples=0 if shape else samples,
+        seed=seed,
+        timing_samples=timing_samples,
+        repeats=repeats,
+        threads=threads,
+        batch_size=batch_size,
+        layers=layers if shape else None,
+        device=where.type,
+        machine=machine_id(str(where)),
+        methods=tuple(chosen),
+        keeps=tuple(keeps),
+    )
+    store = Store(out, config.identity())
+    try:
+        store.check()
+    except BenchError as error:
+        fail(str(error))
+    torch.set_num_threads(threads)
+    _run_bench(config, store, where, as_json)
+
+
+def _run_bench(config, store, where, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from tokenfunnel.bench import report
+    from tokenfunnel.bench.bar import Bar
+    from tokenfunnel.bench.distributed import join
+    from tokenfunnel.bench.errors import BenchError
+    from tokenfunnel.bench.models import load_model
+    from tokenfunnel.bench.sweep import run_sweep
+    from tokenfunnel.viz.pareto import write_pareto
+
+    group = join(where)
+    try:
+        previous = store.previous_settings() if group.main else None
+        current = [s.id for s in config.settings()]
+        if previous is not None and previous != current:
+            err.print(
+                f"note: {store.out / 'results.json'} had settings {', '.join(previous)}; rewriting it with "
+                f"{', '.join(current)} (finished parts are reused)",
+                highlight=False,
+            )
+        try:
+            bench_model = load_model(config.model, config.layers or 0, where)
+            with Bar(err, enabled=group.main) as bar:
+                rows = run_sweep(config, bench_model, store, group, bar)
+        except BenchError as error:
+            fail(str(error))
+        if not group.main:
+            return
+        data = report.results(rows, {**asdict(config), "ranks": group.world})
+        paths = report.write(store.out, data)
+        title = f"{config.model} on {config.dataset}" + (f" ({config.samples} questions)" if config.samples else "")
+        write_pareto(rows, store.out / "pareto.png", title)
+    finally:
+        group.leave()
+    if as_json:
+        typer.echo(json.dumps(data))
+        return
+    table = Table(title=f"tokenfunnel bench: {config.model} on {config.dataset}")
+    for column in ("method", "keep", "accuracy", "LLM speedup", "FLOP-ideal", "TTFT speedup", "decode tok/s"):
+        table.add_column(column)
+    table.add_column("note", max_width=28, no_wrap=True, overflow="ellipsis")  # results.md has the whole reason
+    for row in rows:
+        cells = [row["accuracy"], row["speedup_llm_prefill"], row["flops_ideal_speedup"], row["speedup_ttft"]]
+        cells.append(row["decode_tok_s"])
+        text = ["—" if v is None else f"{v:.3g}" for v in cells]
+        table.add_row(row["method"], f"{row['keep']:g}", *text, "refused: " + row["error"] if row["error"] else "")
+    Console().print(table)
+    typer.echo("wrote " + ", ".join(str(p) for p in [*paths, store.out / "pareto.png"]))
 
 
 def main() -> None:

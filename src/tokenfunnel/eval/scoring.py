@@ -30,9 +30,9 @@ def answer_logprobs(model, processor, images, questions: Sequence[str], candidat
     for index, answer in enumerate(candidates):
         ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids(END_OF_TURN)]
         total = first[:, ids[0]].clone()
-        fed = torch.tensor(ids[:-1]).expand(len(questions), -1)
+        fed = torch.tensor(ids[:-1], device=mask.device).expand(len(questions), -1)
         step_mask = torch.cat([mask, torch.ones_like(fed)], dim=-1)
-        positions = lengths[:, None] + torch.arange(fed.shape[1])
+        positions = lengths[:, None] + torch.arange(fed.shape[1], device=mask.device)
         logits = model(
             input_ids=fed, attention_mask=step_mask, position_ids=positions, past_key_values=cache, use_cache=True
         ).logits

@@ -1,0 +1,60 @@
+"""One benchmarked configuration: a method at a keep (``none`` = the uncompressed model at keep 1.0)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    method: str
+    keep: float
+
+    @property
+    def id(self) -> str:
+        """Stable name for files and JSON keys, e.g. ``luvc@0.25``."""
+        return f"{self.method}@{self.keep:g}"
+
+    @property
+    def baseline(self) -> bool:
+        return self.method == "none"
+
+    @contextmanager
+    def applied(self, model) -> Iterator[object | None]:
+        """The model compressed with this setting for the block (yields the handle; ``None`` for ``none``)."""
+        if self.baseline:
+            yield None
+            return
+        import tokenfunnel
+
+        with tokenfunnel.compress(model, self.method, keep=self.keep) as handle:
+            yield handle
+
+
+NONE = Setting("none", 1.0)
+
+
+def available_methods() -> list[str]:
+    """``none`` and every registered method, read from the registry at run time."""
+    from tokenfunnel.methods.registry import METHODS
+
+    return ["none", *METHODS]
+
+
+def settings_for(methods: list[str], keeps: list[float]) -> list[Setting]:
+    """``none`` once (always: speedups are measured against it), then every method at every keep, in order."""
+    return [NONE] + [Setting(m, k) for m in methods if m != "none" for k in keeps]
+
+
+def refusal(model, setting: Setting) -> str | None:
+    """The message of the ValueError a method raises for a keep it cannot reach, else ``None`` (nothing runs)."""
+    if setting.baseline:
+        return None
+    try:
+        with setting.applied(model):
+            pass
+    except ValueError as error:
+        return str(error)
+    return None

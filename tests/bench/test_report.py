@@ -1,0 +1,55 @@
+"""results.csv/results.md and the Pareto figure from rows, including refused settings and timing-only models."""
+
+import csv
+import io
+
+from tokenfunnel.bench.report import to_csv, to_markdown
+from tokenfunnel.bench.rows import COLUMNS, build_row
+from tokenfunnel.bench.settings import Setting
+from tokenfunnel.viz.pareto import write_pareto
+
+CONFIG = {"model": "m", "dataset": "d", "samples": 4, "seed": 0, "timing_samples": 1, "repeats": 1}
+CONFIG |= {"threads": 1, "device": "cpu"}
+
+
+def rows(accuracy: float | None = 0.5) -> list[dict]:
+    common = {"model": "m", "dataset": "d"}
+    profile = {"realised_keep": 1.0, "encoder_keep": 1.0, "visual_tokens": 4, "original_visual_tokens": 4}
+    profile |= {"text_tokens": 2, "llm_visual_tokens": [4, 4], "encoder_tokens": [5, 5], "decode_tok_s": 10.0}
+    profile |= {"kv_cache_bytes": 100, "peak_mem_bytes": 1000, "flops_vision": 1e9, "flops_llm": 2e9}
+    half = profile | {"realised_keep": 0.5, "llm_visual_tokens": [4, 0], "flops_llm": 1e9}
+    times = {f: [1.0] for f in ("vision_s", "llm_prefill_s", "ttft_s", "overhead_s")}
+    timed = [{"none@1": times, "x@0.5": {**times, "llm_prefill_s": [0.5], "overhead_s": [0.1]}}]
+    score = None if accuracy is None else {"accuracy": accuracy, "accuracy_by_kind": {"color": accuracy}}
+    return [
+        build_row(Setting("none", 1.0), common, None, score, profile, profile, timed),
+        build_row(Setting("x", 0.5), common, None, score, half, profile, timed),
+        build_row(Setting("x", 0.11), common, "x cannot reach keep 0.11", None, None, profile, timed),
+    ]
+
+
+def test_rows_hold_every_column_and_refusals_hold_nulls():
+    none, half, refused = rows()
+    assert list(none) == list(COLUMNS)
+    assert half["flops_ideal_speedup"] == 2.0 and half["speedup_llm_prefill"] == 2.0
+    assert half["overhead_frac"] == 0.1
+    assert refused["error"] == "x cannot reach keep 0.11"
+    assert all(refused[k] is None for k in ("accuracy", "llm_prefill_s", "flops_llm", "speedup_ttft"))
+
+
+def test_csv_and_markdown():
+    table = list(csv.DictReader(io.StringIO(to_csv(rows()))))
+    assert [r["method"] for r in table] == ["none", "x", "x"]
+    assert table[1]["llm_visual_tokens"] == "[4, 0]"
+    text = to_markdown(rows(), CONFIG)
+    assert "| x | 0.5 | 0.500 | 0.500 |" in text
+    assert "refused: x cannot reach keep 0.11" in text
+    widths = {line.count("|") for line in text.splitlines() if line.startswith("|")}
+    assert widths == {15}  # every table line has the header's 14 columns
+
+
+def test_pareto_png(tmp_path):
+    for accuracy in (0.5, None):  # None: a timing-only model (random weights)
+        path = tmp_path / f"pareto-{accuracy}.png"
+        write_pareto(rows(accuracy), path, "title")
+        assert path.read_bytes()[:4] == b"\x89PNG"
