@@ -50,11 +50,13 @@ speed-luvc: setup
 ablate-luvc: setup
 	$(BIN)/python scripts/luvc_ablation.py --samples 180 --out benchmarks/luvc_ablation.json
 
-# The committed sweep: every registered method at three keeps on 200 test mosaics (benchmarks/results.*, pareto.png).
-# Resumable: run it again after an interruption and finished settings are reused.
+# The committed sweep: every registered method at three keeps on 200 test mosaics. Resumable: run it again after
+# an interruption and finished settings are reused (progress in runs/bench, which is this machine's); the
+# results are then copied over the committed ones in benchmarks/.
 bench: setup
 	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods all --keep 0.5,0.25,0.11 \
-		--samples 200 --seed 0 --timing-samples 8 --repeats 3 --threads 2 --out benchmarks
+		--samples 200 --seed 0 --timing-samples 8 --repeats 3 --threads 2 --out runs/bench
+	cp runs/bench/results.json runs/bench/results.csv runs/bench/results.md runs/bench/pareto.png benchmarks/
 
 # Retrain the bundled VLM's projector + LoRA (60-80 min on 2 CPU cores); writes the committed weights.
 # The script's defaults are the recipe of the committed weights.
