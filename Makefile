@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench train clean
+.PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape train clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,13 @@ bench: setup
 	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods all --keep 0.5,0.25,0.11 \
 		--samples 200 --seed 0 --timing-samples 8 --repeats 3 --threads 2 --out runs/bench
 	cp runs/bench/results.json runs/bench/results.csv runs/bench/results.md runs/bench/pareto.png benchmarks/
+
+# Speed ratios at LLaVA-1.5-7B's shapes (random weights, 4 of the 32 decoder layers: every layer has the same shape)
+bench-shape: setup
+	$(BIN)/tokenfunnel bench --model llava-7b-shape --layers 4 --methods all --keep 0.5,0.25,0.11 \
+		--timing-samples 1 --repeats 2 --threads 2 --out runs/bench-shape
+	mkdir -p benchmarks/llava-7b-shape
+	cp runs/bench-shape/results.json runs/bench-shape/results.md runs/bench-shape/pareto.png benchmarks/llava-7b-shape/
 
 # Retrain the bundled VLM's projector + LoRA (60-80 min on 2 CPU cores); writes the committed weights.
 # The script's defaults are the recipe of the committed weights.
