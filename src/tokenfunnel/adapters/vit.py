@@ -64,8 +64,11 @@ _QK: dict[str, tuple[str, str]] = {
 }
 
 
-def query_keys(layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The layer's queries and keys (I, heads, N, head_dim) for its input ``x`` (I, N, C), without running it."""
+def query_keys(layer: nn.Module, x: Tensor, queries: int | None = None) -> tuple[Tensor | None, Tensor]:
+    """The layer's queries and keys (I, heads, N, head_dim) for its input ``x`` (I, N, C), without running it.
+
+    ``queries``: how many leading tokens need a query (None: all, 0: none, so the query projection is skipped).
+    """
     name = type(layer).__name__
     if name not in _QK:
         raise TypeError(f"reading keys of {name} layers is not supported (supported: {', '.join(sorted(_QK))})")
@@ -73,6 +76,9 @@ def query_keys(layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     heads = getattr(attn, "num_heads", None) or attn.num_attention_heads
     i, n, _ = x.shape
     h = norm(x)
-    q = attn.q_proj(h).view(i, n, heads, -1).transpose(1, 2)
     k = attn.k_proj(h).view(i, n, heads, -1).transpose(1, 2)
+    if queries == 0:
+        return None, k
+    h = h if queries is None else h[:, :queries]
+    q = attn.q_proj(h).view(i, h.shape[1], heads, -1).transpose(1, 2)
     return q, k

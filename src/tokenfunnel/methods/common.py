@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tokenfunnel.ops.budget import drop_once, fit_grid
+
 
 def check_keep(keep: float) -> None:
     if not 0 < keep <= 1:
@@ -19,6 +21,28 @@ class DecoderOnly:
 
     def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
         return {}
+
+
+class SingleDrop(DecoderOnly):
+    """Methods that drop once, at decoder layer ``config.layer`` (FastV, DART): every visual token enters the layers
+    before it, and the count after it is solved so the mean over all layers is ``config.keep``."""
+
+    name = "?"
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def check(self, adapter) -> None:
+        layers = decoder_layers(adapter)
+        if self.config.layer >= layers:
+            raise ValueError(f"{self.name} layer {self.config.layer} is outside this {layers}-layer language model")
+        try:
+            drop_once(1000, layers, self.config.keep * 1000, self.config.layer)
+        except ValueError as err:
+            raise ValueError(f"{self.name} cannot reach keep {self.config.keep}: {err}") from None
+
+    def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
+        return drop_once(entering, layers, self.config.keep * original, self.config.layer)
 
 
 class EncoderSide:
@@ -42,7 +66,9 @@ class EncoderSide:
             )
         vc = adapter.vision_tower.config
         side = vc.image_size // vc.patch_size
-        self.encoder_steps(side, side, adapter.usable_layers)  # raises if the keep cannot be honoured
+        resize = getattr(self, "input_grid", None)
+        seen = resize(side, side) if resize is not None else (side, side)
+        self.encoder_steps(*seen, adapter.usable_layers)  # raises if the keep cannot be honoured
 
 
 def tokens_for(keep: float, h: int, w: int, name: str) -> int:
@@ -50,3 +76,13 @@ def tokens_for(keep: float, h: int, w: int, name: str) -> int:
     if n < 1:
         raise ValueError(f"{name} cannot keep {keep} of a {h}x{w} grid: that is no token at all; ask for more")
     return n
+
+
+def grid_for(keep: float, h: int, w: int, name: str) -> tuple[int, int]:
+    """The grid pooling or downsampling an h x w grid to ``keep`` of its tokens gives (see ``fit_grid``)."""
+    if keep == 1.0:
+        return h, w
+    try:
+        return fit_grid(h, w, keep * h * w)
+    except ValueError as err:
+        raise ValueError(f"{name} cannot reach keep {keep}: {err}") from None

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tokenfunnel.methods.common import DecoderOnly, check_keep, decoder_layers
+from tokenfunnel.methods.common import SingleDrop, check_keep
 from tokenfunnel.ops.attention import keys
-from tokenfunnel.ops.budget import drop_once
 from tokenfunnel.ops.select import gather_tokens
 from tokenfunnel.runtime.state import ScoreInput
 
@@ -38,23 +37,8 @@ class DARTConfig:
             )
 
 
-class DART(DecoderOnly):
+class DART(SingleDrop):
     name = "dart"
-
-    def __init__(self, config: DARTConfig) -> None:
-        self.config = config
-
-    def check(self, adapter) -> None:
-        layers = decoder_layers(adapter)
-        if self.config.layer >= layers:
-            raise ValueError(f"dart layer {self.config.layer} is outside this {layers}-layer language model")
-        try:
-            drop_once(1000, layers, self.config.keep * 1000, self.config.layer)
-        except ValueError as err:
-            raise ValueError(f"dart cannot reach keep {self.config.keep}: {err}") from None
-
-    def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
-        return drop_once(entering, layers, self.config.keep * original, self.config.layer)
 
     def score(self, inputs: ScoreInput) -> Tensor:
         c = self.config

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tokenfunnel.methods.common import EncoderSide, check_keep
-from tokenfunnel.ops.budget import fit_grid
+from tokenfunnel.methods.common import EncoderSide, check_keep, grid_for
 
 
 @dataclass(frozen=True)
@@ -30,18 +29,7 @@ class Downsample(EncoderSide):
         self.config = config
 
     def input_grid(self, h: int, w: int) -> tuple[int, int]:
-        if self.config.keep == 1.0:
-            return h, w
-        try:
-            return fit_grid(h, w, self.config.keep * h * w)
-        except ValueError as err:
-            raise ValueError(f"downsample cannot reach keep {self.config.keep}: {err}") from None
+        return grid_for(self.config.keep, h, w, self.name)
 
     def encoder_steps(self, h: int, w: int, layers: int) -> dict:
         return {}
-
-    def check(self, adapter) -> None:
-        super().check(adapter)
-        vc = adapter.vision_tower.config
-        side = vc.image_size // vc.patch_size
-        self.input_grid(side, side)

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from tokenfunnel.methods.common import DecoderOnly, check_keep, decoder_layers
+from tokenfunnel.methods.common import SingleDrop, check_keep
 from tokenfunnel.ops.attention import last_query_attention
-from tokenfunnel.ops.budget import drop_once
 from tokenfunnel.runtime.state import ScoreInput
 
 
@@ -37,23 +36,8 @@ def last_token_scores(inputs: ScoreInput) -> Tensor:
     return weights.gather(1, inputs.at)
 
 
-class FastV(DecoderOnly):
+class FastV(SingleDrop):
     name = "fastv"
-
-    def __init__(self, config: FastVConfig) -> None:
-        self.config = config
-
-    def check(self, adapter) -> None:
-        layers = decoder_layers(adapter)
-        if self.config.layer >= layers:
-            raise ValueError(f"fastv layer {self.config.layer} is outside this {layers}-layer language model")
-        try:
-            drop_once(1000, layers, self.config.keep * 1000, self.config.layer)
-        except ValueError as err:
-            raise ValueError(f"fastv cannot reach keep {self.config.keep}: {err}") from None
-
-    def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
-        return drop_once(entering, layers, self.config.keep * original, self.config.layer)
 
     def score(self, inputs: ScoreInput) -> Tensor:
         return last_token_scores(inputs)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from tokenfunnel.methods.common import check_keep
 from tokenfunnel.ops.budget import SHAPES, cascade, grid_target
 from tokenfunnel.ops.merge import grid_schedule
 from tokenfunnel.ops.spectrum import highfreq_score
@@ -47,10 +48,7 @@ class LUVCConfig:
     normed: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 < self.keep <= 1:
-            raise ValueError(
-                f"keep must be in (0, 1], got {self.keep}; e.g. keep=0.25 keeps a quarter of the visual FLOPs"
-            )
+        check_keep(self.keep)
         if self.grid_keep is not None and not 0 < self.grid_keep <= 1:
             raise ValueError(f"grid_keep must be in (0, 1] or None, got {self.grid_keep}")
         if not 0 <= self.encoder_start < 1:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tokenfunnel.methods.common import EncoderSide, check_keep
-from tokenfunnel.ops.budget import fit_grid
+from tokenfunnel.methods.common import EncoderSide, check_keep, grid_for
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,5 @@ class Pool(EncoderSide):
         self.config = config
 
     def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, tuple[int, int]]]:
-        if self.config.keep == 1.0:
-            return {}
-        try:
-            grid = fit_grid(h, w, self.config.keep * h * w)
-        except ValueError as err:
-            raise ValueError(f"pool cannot reach keep {self.config.keep}: {err}") from None
-        return {layers - 1: ("pool", grid)}
+        grid = grid_for(self.config.keep, h, w, self.name)
+        return {} if grid == (h, w) else {layers - 1: ("pool", grid)}

@@ -91,7 +91,8 @@ def _grid_step(run: EncoderRun, x: Tensor, kind: str, arg) -> Tensor:
 def _set_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module, before: Tensor) -> Tensor:
     _as_set(run)
     p = run.prefix
-    q, k = query_keys(layer, before)  # (I, H, N, d) each, from the layer's own input
+    # from the layer's own input; ToMe needs no queries, VisionZip only the class token's (or all, without one)
+    q, k = query_keys(layer, before, 0 if kind == "tome" else (p or None))
     metric = k[:, :, p:].mean(dim=1)  # keys averaged over heads, as ToMe and VisionZip compare tokens
     if kind == "tome":
         assign, rep = bipartite(metric, arg)
