@@ -125,3 +125,31 @@ def prompt(text: tuple[int, ...] = (5, 7), images: int = 1, seed: int = 0, per_i
 def positions(mask: torch.Tensor) -> torch.Tensor:
     """Positions that count real tokens only (as tokenfunnel's scoring does), so padding does not shift them."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+SHORT, LONG = [3, 4], [9, 6]  # text around the image of two prompts of different lengths
+
+
+def logits(model, inputs: dict) -> torch.Tensor:
+    """Logits of a forward with positions that skip padding."""
+    with torch.no_grad():
+        return model(**inputs, position_ids=positions(inputs["attention_mask"])).logits
+
+
+def generate(model, inputs: dict, n: int = 5) -> torch.Tensor:
+    """The ``n`` greedy tokens after the prompt."""
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=n, do_sample=False)
+    return out[:, inputs["input_ids"].shape[1] :]
+
+
+def pair(seed: int = 0) -> tuple[dict, list[dict]]:
+    """A left-padded batch of a short and a long prompt, and each prompt alone with the same image."""
+    samples = [sample_ids(SHORT, seed=seed), sample_ids(LONG, seed=seed + 1)]
+    together = batch(samples, seed=seed)
+    alone = []
+    for row, s in enumerate(samples):
+        one = batch([s])
+        one["pixel_values"] = together["pixel_values"][row : row + 1]
+        alone.append(one)
+    return together, alone

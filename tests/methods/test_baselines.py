@@ -7,35 +7,12 @@ import pytest
 import torch
 
 import tokenfunnel
-from tiny import PATCHES, batch, build, positions, prompt, sample_ids
+from tiny import PATCHES, build, generate, logits, pair, positions, prompt
 from tokenfunnel.methods.registry import METHODS
 from tokenfunnel.ops.attention import last_query_attention
 
 DECODER = ("fastv", "pdrop", "dart", "random")
-SHORT, LONG = [3, 4], [9, 6]
 LAYERS = 6
-
-
-def logits(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs, position_ids=positions(inputs["attention_mask"])).logits
-
-
-def generate(model, inputs: dict, n: int = 4) -> torch.Tensor:
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=n, do_sample=False)
-    return out[:, inputs["input_ids"].shape[1] :]
-
-
-def pair() -> tuple[dict, list[dict]]:
-    samples = [sample_ids(SHORT), sample_ids(LONG, seed=1)]
-    together = batch(samples)
-    alone = []
-    for row, s in enumerate(samples):
-        one = batch([s])
-        one["pixel_values"] = together["pixel_values"][row : row + 1]
-        alone.append(one)
-    return together, alone
 
 
 def test_every_baseline_is_registered():

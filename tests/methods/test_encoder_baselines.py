@@ -8,27 +8,11 @@ import torch
 import torch.nn.functional as F
 
 import tokenfunnel
-from tiny import GRID, IMAGE_PX, PATCHES, batch, build, positions, prompt, sample_ids
+from tiny import GRID, IMAGE_PX, PATCHES, build, generate, logits, pair, prompt
 from tokenfunnel.ops.setmerge import bipartite, merge_groups
 
 ENCODER = ("visionzip", "tome", "pool", "downsample")
 TOWERS = ("dinov2", "clip")
-
-
-def logits(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs, position_ids=positions(inputs["attention_mask"])).logits
-
-
-def pair() -> tuple[dict, list[dict]]:
-    samples = [sample_ids([3, 4]), sample_ids([9, 6], seed=1)]
-    together = batch(samples)
-    alone = []
-    for row, s in enumerate(samples):
-        one = batch([s])
-        one["pixel_values"] = together["pixel_values"][row : row + 1]
-        alone.append(one)
-    return together, alone
 
 
 def projector_input(model, inputs: dict, method: str | None = None, **options) -> torch.Tensor:
@@ -56,13 +40,10 @@ def test_keep_one_is_exact_remove_restores_and_batches_equal_single_runs(method,
     with tokenfunnel.compress(model, method, keep=0.5) as handle:
         last = logits(model, together)[:, -1]
         report = handle.report()
-        with torch.no_grad():
-            gen = model.generate(**together, max_new_tokens=3, do_sample=False)[:, together["input_ids"].shape[1] :]
+        gen = generate(model, together, 3)
         for row, one in enumerate(alone):
             torch.testing.assert_close(last[row], logits(model, one)[0, -1], atol=1e-4, rtol=0)
-            with torch.no_grad():
-                alone_gen = model.generate(**one, max_new_tokens=3, do_sample=False)[:, one["input_ids"].shape[1] :]
-            assert torch.equal(gen[row], alone_gen[0])
+            assert torch.equal(gen[row], generate(model, one, 3)[0])
     assert torch.equal(logits(model, together), ref)
     assert report["keep"] == 0.5 and report["llm_visual_tokens"] == [PATCHES // 2] * 6
     assert report["visual_tokens"] == PATCHES // 2

@@ -8,34 +8,10 @@ import pytest
 import torch
 
 import tokenfunnel
-from tiny import GRID, PATCHES, batch, build, positions, prompt, sample_ids
+from tiny import GRID, PATCHES, SHORT, batch, build, generate, logits, pair, positions, prompt, sample_ids
 from tokenfunnel.runtime.patch import MARK
 
 TOWERS = ("dinov2", "clip")  # SigLIP has its own tests below: LLaVA's "default" strategy does not fit it
-SHORT, LONG = [3, 4], [9, 6]  # text around the image of two prompts of different lengths
-
-
-def logits(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs, position_ids=positions(inputs["attention_mask"])).logits
-
-
-def generate(model, inputs: dict, n: int = 5) -> torch.Tensor:
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=n, do_sample=False)
-    return out[:, inputs["input_ids"].shape[1] :]
-
-
-def pair(seed: int = 0) -> tuple[dict, list[dict]]:
-    """A left-padded batch of a short and a long prompt, and each prompt alone with the same image."""
-    samples = [sample_ids(SHORT, seed=seed), sample_ids(LONG, seed=seed + 1)]
-    together = batch(samples, seed=seed)
-    alone = []
-    for row, s in enumerate(samples):
-        one = batch([s])
-        one["pixel_values"] = together["pixel_values"][row : row + 1]
-        alone.append(one)
-    return together, alone
 
 
 def patched_modules(model) -> list[str]:
