@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from tokenfunnel.adapters import frames
 from tokenfunnel.ops.positions import prompt_positions
 from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.state import RUN, Layout
@@ -47,6 +49,23 @@ def centres(rows: Tensor, cols: Tensor, s: int, w: int) -> Tensor:
     return (r[:, :, None] * (w // s) + c[:, None, :]).flatten(1)
 
 
+def images_per_sample(rt, run, input_ids: Tensor, per_image: int) -> int:
+    """How many images (tiles, frames) each sample's prompt holds; a clear error unless every sample holds the same
+    whole number of placeholder runs and the encoder saw exactly that many images."""
+    placeholders = (input_ids == rt.adapter.image_token_id).sum(1)
+    per_sample = int(placeholders[0])
+    if per_sample == 0:
+        name = rt.adapter.placeholder
+        raise ValueError(f"the prompt holds no {name} placeholder; build inputs with the model's processor")
+    uneven = bool((placeholders != per_sample).any()) or per_sample % per_image
+    if uneven or per_sample // per_image * input_ids.shape[0] != len(run.size):
+        raise ValueError(
+            f"each sample must hold the same number of images (tiles) of {per_image} placeholders "
+            f"(got {placeholders.tolist()} for {len(run.size)} images); batch prompts with equal image counts"
+        )
+    return per_sample // per_image
+
+
 def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
     """Record the layout of this prompt and shrink each image's placeholder run to the tokens the encoder kept.
 
@@ -61,18 +80,8 @@ def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
     b = input_ids.shape[0]
     h, w = run.patch_grid
     per_image = (h // s) * (w // s)
-    placeholders = (input_ids == token).sum(1)
-    per_sample = int(placeholders[0])
-    if per_sample == 0:
-        name = rt.adapter.placeholder
-        raise ValueError(f"the prompt holds no {name} placeholder; build inputs with the model's processor")
-    uneven = bool((placeholders != per_sample).any()) or per_sample % per_image
-    if uneven or per_sample // per_image * b != len(run.size):
-        raise ValueError(
-            f"each sample must hold the same number of images (tiles) of {per_image} placeholders "
-            f"(got {placeholders.tolist()} for {len(run.size)} images); batch prompts with equal image counts"
-        )
-    images = per_sample // per_image
+    images = images_per_sample(rt, run, input_ids, per_image)
+    per_sample = images * per_image
     hh, ww = run.grid
     counts = rt.plan.llm_counts(images * (hh // s) * (ww // s), per_sample, layers)
     rt.record.encoder_tokens = list(run.tokens)
@@ -102,13 +111,74 @@ def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
     return ids, mask, positions
 
 
+def shrink_frames(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded):
+    """Like ``shrink`` for a plan with a temporal stage: each sample's images are the frames of one video, folded
+    and thinned by ``rt.plan.temporal`` (see ``adapters.frames``). Also returns the features that stay."""
+    token, layers = rt.adapter.image_token_id, rt.adapter.text_model.config.num_hidden_layers
+    if rt.adapter.scale != 1:
+        raise ValueError(f"temporal stages need one language-model token per patch, not {rt.adapter.family}'s")
+    b = input_ids.shape[0]
+    h, w = run.patch_grid
+    count = images_per_sample(rt, run, input_ids, h * w)
+    hh, ww = run.grid
+    if run.cells is not None:
+        raise ValueError("temporal stages need each frame's tokens on a grid, but the encoder made them a set")
+    per_sample = count * h * w
+    feats = torch.cat(list(encoded.pooler_output)).view(b, count, hh * ww, -1)
+    visual = input_ids == token
+    at = visual.nonzero()[:, 1].view(b, count, h * w)
+    slots = at.gather(2, centres(run.rows, run.cols, 1, w).view(b, count, -1))
+    new = frames.rebuild(rt.plan.temporal, feats, slots, visual)
+    groups = max(len(m.first) for m in new.merges)
+    rt.record.encoder_tokens = list(run.tokens)
+    rt.record.encoder_original = [run.prefix + h * w] * len(run.tokens)
+    frame_boxes = list(boxes(run.rows, run.cols, 1))
+    layout = Layout(
+        visual=input_ids.gather(1, new.index) == token,
+        images=[(hh, ww)] * groups,
+        original=per_sample,
+        boxes=[frame_boxes[i * count + f] for i, m in enumerate(new.merges) for f in m.first],
+        patch_grid=(h, w),
+        cells=new.cells,
+        temporal={
+            "frames": [count] * b,
+            "merged_frames": [len(m.first) for m in new.merges],
+            "frame_groups": [list(m.group) for m in new.merges],
+            "tokens_before": [count * hh * ww] * b,
+            "tokens_after": new.kept,
+        },
+    )
+    rt.record.layout = layout
+    untouched = (hh, ww) == (h, w) and all(k == per_sample for k in new.kept)
+    if untouched and all(c == per_sample for c in rt.plan.llm_counts(per_sample, per_sample, layers)):
+        rt.record.llm_visual_tokens = [per_sample] * layers
+        rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * layers
+        return None
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    positions = (position_ids if position_ids is not None else prompt_positions(mask)).expand(b, -1)
+    mask = mask.gather(1, new.index).masked_fill(new.pad, 0)
+    rt.pending = layout
+    return input_ids.gather(1, new.index), mask, positions.gather(1, new.index), _with_features(encoded, new.features)
+
+
+def _with_features(encoded, features: Tensor):
+    """A copy of the encoder output that carries ``features`` instead (the caller's object stays as it was)."""
+    out = BaseModelOutputWithPooling(last_hidden_state=encoded.last_hidden_state, pooler_output=list(features))
+    object.__setattr__(out, RUN, run_of(encoded))
+    return out
+
+
 def call_shrunk(rt, original, run, input_ids: Tensor, attention_mask, position_ids, encoded, **call):
     """Call the model's own forward on the shrunk prompt with the compressed features; never leaves a layout staged."""
     try:
         with ours():
-            shrunk = shrink(rt, run, input_ids, attention_mask, position_ids)
+            if getattr(rt.plan, "temporal", None) is not None:
+                shrunk = shrink_frames(rt, run, input_ids, attention_mask, position_ids, encoded)
+            else:
+                shrunk = shrink(rt, run, input_ids, attention_mask, position_ids)
+                shrunk = shrunk and (*shrunk, encoded)
         if shrunk is not None:
-            input_ids, attention_mask, position_ids = shrunk
+            input_ids, attention_mask, position_ids, encoded = shrunk
         return original(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tokenfunnel.ops.budget import drop_once, fit_grid
+from tokenfunnel.ops.budget import drop_once, fit_grid, grid_target
+from tokenfunnel.ops.merge import grid_schedule
 
 
 def check_keep(keep: float) -> None:
@@ -86,3 +87,20 @@ def grid_for(keep: float, h: int, w: int, name: str) -> tuple[int, int]:
         return fit_grid(h, w, keep * h * w)
     except ValueError as err:
         raise ValueError(f"{name} cannot reach keep {keep}: {err}") from None
+
+
+def oim_steps(h: int, w: int, layers: int, fraction: float, encoder_start: float) -> dict[int, tuple[str, int]]:
+    """OIM's merge steps taking an h x w grid to ``fraction`` of its cells, one step per encoder layer from
+    ``encoder_start`` (a fraction of the ``layers`` feeding the LLM) on; {} when nothing is to merge."""
+    th, tw = grid_target(h, w, fraction)
+    if (th, tw) == (h, w):
+        return {}
+    first = int(encoder_start * layers)
+    n = layers - first
+    try:
+        schedule = grid_schedule(h, w, th, tw, n)
+    except ValueError as err:
+        raise ValueError(
+            f"OIM cannot take the {h}x{w} grid to {th}x{tw} in the {n} encoder layers after encoder_start: {err}"
+        ) from None
+    return {first + i: step for i, step in enumerate(schedule) if step[1] > 0}

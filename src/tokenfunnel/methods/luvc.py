@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import check_keep
-from tokenfunnel.ops.budget import SHAPES, cascade, grid_target
-from tokenfunnel.ops.merge import grid_schedule
+from tokenfunnel.methods.common import check_keep, oim_steps
+from tokenfunnel.ops.budget import SHAPES, cascade
 from tokenfunnel.ops.spectrum import highfreq_score
 from tokenfunnel.runtime.state import ScoreInput
 
@@ -79,18 +78,7 @@ class LUVC:
         return min(1.0, 2 * c.keep) if c.grid_keep is None else c.grid_keep
 
     def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
-        th, tw = grid_target(h, w, self._grid_fraction())
-        if (th, tw) == (h, w):
-            return {}
-        first = int(self.config.encoder_start * layers)
-        n = layers - first
-        try:
-            schedule = grid_schedule(h, w, th, tw, n)
-        except ValueError as err:
-            raise ValueError(
-                f"OIM cannot take the {h}x{w} grid to {th}x{tw} in the {n} encoder layers after encoder_start: {err}"
-            ) from None
-        return {first + i: step for i, step in enumerate(schedule) if step[1] > 0}
+        return oim_steps(h, w, layers, self._grid_fraction(), self.config.encoder_start)
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
         c = self.config
@@ -106,25 +94,34 @@ class LUVC:
             x = norm(x)
         x = x.float()
         if c.spectrum == "2d":
-            scores = _grid_scores(x, inputs.cells, inputs.images, c.cutoff)
+            scores = grid_scores(x, inputs.cells, inputs.images, c.cutoff, inputs.present)
         else:
             scores = highfreq_score(x, c.cutoff, axis="token" if c.spectrum == "1d" else "channel")
         return scores if c.prefer == "high" else -scores
 
 
-def _grid_scores(x: Tensor, cells: Tensor, images: list[tuple[int, int]], cutoff: float) -> Tensor:
-    """Scores on each image's full grid: surviving tokens in their cells, pruned cells filled with the image mean."""
+def grid_scores(
+    x: Tensor, cells: Tensor, images: list[tuple[int, int]], cutoff: float, present: Tensor | None = None
+) -> Tensor:
+    """Scores on each image's full grid: surviving tokens in their cells, pruned cells filled with the image mean.
+
+    ``present`` (B, n) False marks slots that hold no token (a batch's padding when its samples keep different
+    counts): they are left out of the means and the grids, and score 0.
+    """
     b, n, d = x.shape
     sizes = [h * w for h, w in images]
-    owner = torch.repeat_interleave(torch.arange(len(images), device=x.device), torch.tensor(sizes, device=x.device))
-    img = owner[cells]  # (B, n) which image each token belongs to
-    total = x.new_zeros(b, len(images), d).scatter_add_(1, img[..., None].expand(-1, -1, d), x)
-    count = x.new_zeros(b, len(images)).scatter_add_(1, img, torch.ones_like(img, dtype=x.dtype))
-    mean = total / count.clamp(min=1)[..., None]
+    total = sum(sizes)
+    slot = cells if present is None else torch.where(present, cells, total)  # absent slots go to one spare cell
+    owner = torch.repeat_interleave(torch.arange(len(images) + 1, device=x.device), torch.tensor(sizes + [1]))
+    img = owner[slot]  # (B, n) which image each token belongs to (the spare cell has an image of its own)
+    sums = x.new_zeros(b, len(images) + 1, d).scatter_add_(1, img[..., None].expand(-1, -1, d), x)
+    count = x.new_zeros(b, len(images) + 1).scatter_add_(1, img, torch.ones_like(img, dtype=x.dtype))
+    mean = sums / count.clamp(min=1)[..., None]
     canvas = mean.gather(1, owner[None, :, None].expand(b, -1, d)).clone()
-    canvas.scatter_(1, cells[..., None].expand(-1, -1, d), x)
+    canvas.scatter_(1, slot[..., None].expand(-1, -1, d), x)
     parts, offset = [], 0
     for (h, w), size in zip(images, sizes, strict=True):
         parts.append(highfreq_score(canvas[:, offset : offset + size], cutoff, grid=(h, w)))
         offset += size
-    return torch.cat(parts, dim=1).gather(1, cells)
+    parts.append(x.new_zeros(b, 1))
+    return torch.cat(parts, dim=1).gather(1, slot)

@@ -10,6 +10,7 @@ from tokenfunnel.methods.fastv import FastV, FastVConfig
 from tokenfunnel.methods.luvc import LUVC, LUVCConfig
 from tokenfunnel.methods.pdrop import PDrop, PDropConfig
 from tokenfunnel.methods.pool import Pool, PoolConfig
+from tokenfunnel.methods.pvc import PVC, FrameMergeConfig, PVCConfig, TokenStaticConfig
 from tokenfunnel.methods.random_drop import RandomConfig, RandomDrop
 from tokenfunnel.methods.tome import ToMe, ToMeConfig
 from tokenfunnel.methods.visionzip import VisionZip, VisionZipConfig
@@ -25,12 +26,16 @@ METHODS = {
     "tome": (ToMeConfig, ToMe),
     "pool": (PoolConfig, Pool),
     "downsample": (DownsampleConfig, Downsample),
+    # budgets that follow the video (no keep): the preset, and its two temporal stages alone
+    "pvc": (PVCConfig, PVC),
+    "pvc-frames": (FrameMergeConfig, PVC),
+    "pvc-tokens": (TokenStaticConfig, PVC),
 }
 
 
 def _by_config(config) -> str:
     for name, (cls, _) in METHODS.items():
-        if isinstance(config, cls):
+        if type(config) is cls:
             return name
     raise TypeError(
         f"unknown config type {type(config).__name__}; pass a method name ({', '.join(METHODS)}) or its config"
@@ -48,6 +53,11 @@ def compress(model, method="luvc", keep: float | None = None, **options) -> Hand
             raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
         config_cls, _ = METHODS[method]
         allowed = {f.name for f in fields(config_cls)}
+        if keep is not None and "keep" not in allowed:
+            raise TypeError(
+                f"{method} takes no keep: its budget follows the input (see its options); handle.report() gives the "
+                "realised keep"
+            )
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise TypeError(f"{method} has no option {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}")

@@ -8,6 +8,7 @@ integers whose sum is the requested total rounded to the nearest token.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 SHAPES = ("linear", "geometric", "step")
 STEP_DEPTHS = (0.25, 0.5, 0.75)  # stage boundaries of the "step" shape, as fractions of the ramp (PyramidDrop-like)
@@ -143,3 +144,27 @@ def fit_grid(h: int, w: int, cells: float, tolerance: float = 0.02) -> tuple[int
         raise ValueError(f"no grid of at most {h}x{w} holds {cells:.1f} tokens (within {slack:.1f})")
     # the aspect ratio nearest the original first (a squashed grid distorts the image), then the closest count
     return min(fits, key=lambda g: (round(abs(math.log(g[0] * w / (g[1] * h))), 3), abs(g[0] * g[1] - cells)))
+
+
+def stages(n: int, layers: int, schedule: Sequence[tuple[float, float]]) -> list[int]:
+    """Counts from a schedule of (depth fraction, kept fraction) pairs: from layer int(depth * layers) on,
+    round(kept * n) of the ``n`` entering tokens remain (PVC's 100/70/50/40% at depths 0, 1/4, 1/2, 3/4)."""
+    check_schedule(schedule)
+    fraction = [1.0] * layers
+    for depth, kept in schedule:  # a later pair that starts at the same layer overrides an earlier one
+        for t in range(int(depth * layers), layers):
+            fraction[t] = kept
+    return [round(n * f) for f in fraction]
+
+
+def check_schedule(schedule: Sequence[tuple[float, float]]) -> None:
+    """A schedule is a non-empty list of (depth, kept) pairs, depths increasing in [0, 1), kept non-increasing."""
+    try:
+        pairs = [(float(d), float(k)) for d, k in schedule]
+    except (TypeError, ValueError):
+        raise ValueError(f"a schedule is a list of (depth fraction, kept fraction) pairs, got {schedule!r}") from None
+    depths, kept = [d for d, _ in pairs], [k for _, k in pairs]
+    if not pairs or depths != sorted(set(depths)) or not 0 <= depths[0] or depths[-1] >= 1:
+        raise ValueError(f"schedule depths must increase within [0, 1), got {depths}; e.g. [(0, 1), (0.5, 0.5)]")
+    if any(not 0 <= k <= 1 for k in kept) or kept != sorted(kept, reverse=True):
+        raise ValueError(f"schedule kept fractions must be in [0, 1] and never grow, got {kept}")

@@ -73,35 +73,60 @@ def prefill(
     layers = model.layers[: model.config.num_hidden_layers]
     visual = layout.visual
     entering = int(visual[0].sum())
-    counts = plan.llm_counts(entering, layout.original, len(layers))
+    valid = mask.bool()
+    # visual slots that hold a token; only a temporal stage leaves empty ones (padding samples to one count)
+    live = valid.gather(1, visual.nonzero()[:, 1].view(b, -1))
+    ragged = layout.cells is not None and not bool(live.all())
+    counts, per = _counts(plan, live, layout.original, len(layers)) if ragged else (None, None)
+    if not ragged:
+        counts = plan.llm_counts(entering, layout.original, len(layers))
     if use_cache and cache is None:
         cache = DynamicCache(config=model.config)
     impl = _impl(model)
     now_visual = visual  # (B, T_now): which tokens of the current sequence are visual
-    kept = torch.arange(entering, device=embeds.device).expand(b, -1)  # their cells, in sequence order
-    valid = mask.bool()
+    kept = layout.cells if layout.cells is not None else torch.arange(entering, device=embeds.device).expand(b, -1)
     hidden, pos = embeds, positions
     attn = _mask(impl, valid, t, embeds.dtype)
     rope = model.rotary_emb(hidden, position_ids=pos)
     book = CacheBook([], [], positions.max(-1).values + 1)
     record.llm_visual_tokens, record.kept_cells = [], []
+    entered = []  # per layer, (B,) live visual tokens entering it
     for i, layer in enumerate(layers):
-        if counts[i] < kept.shape[1]:
+        thin = ragged and bool((live.sum(1) > per[:, i]).any())  # a sample falls below its own count here
+        if counts[i] < kept.shape[1] or thin:
             with ours():
                 at = now_visual.nonzero()[:, 1].view(b, -1)  # where the visual tokens sit in the current sequence
                 scores = plan.score(
-                    ScoreInput(gather_tokens(hidden, at), kept, layout.images, layer, i, hidden, at, valid, rope)
+                    ScoreInput(
+                        gather_tokens(hidden, at),
+                        kept,
+                        layout.images,
+                        layer,
+                        i,
+                        hidden,
+                        at,
+                        valid,
+                        rope,
+                        live if ragged else None,
+                    )
                 )
+                if ragged:
+                    scores = scores.masked_fill(~live, float("-inf"))
                 chosen = topk_in_order(scores, counts[i])
                 drop = torch.ones_like(now_visual)
                 drop.scatter_(1, at.gather(1, chosen), False)
                 keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
                 hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
                 now_visual, kept = now_visual.gather(1, keep), kept.gather(1, chosen)
+                if ragged:  # the slots past a sample's own count stay in the batch but go dark (masked)
+                    rank = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+                    live = rank.gather(1, chosen) < per[:, i : i + 1]
+                    valid = valid.scatter(1, now_visual.nonzero()[:, 1].view(b, -1), live)
                 attn = _mask(impl, valid, hidden.shape[1], hidden.dtype)
                 rope = model.rotary_emb(hidden, position_ids=pos)
+        entered.append(live.sum(1) if ragged else None)
         record.llm_visual_tokens.append(kept.shape[1])
-        record.kept_cells.append(kept)
+        record.kept_cells.append(kept.masked_fill(~live, -1) if ragged else kept)
         book.lengths.append(hidden.shape[1])
         book.valid.append(valid)
         hidden = layer(
@@ -112,8 +137,22 @@ def prefill(
             use_cache=use_cache,
             position_embeddings=rope,
         )
+    if ragged:  # one list per sample, as each would report alone
+        record.llm_visual_tokens = torch.stack(entered, dim=1).tolist()
     hidden = model.norm(hidden)
     return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache), (book if use_cache else None)
+
+
+def _counts(plan: Plan, live: Tensor, original: int, layers: int) -> tuple[list[int], Tensor]:
+    """For samples entering with different counts: each sample's own schedule (B, layers), and the batch's
+    (the largest per layer), which sets how many slots the batch carries."""
+    if not getattr(plan, "ragged", False):
+        raise ValueError(
+            f"{getattr(plan, 'name', 'this method')} cannot run a batch whose samples bring different numbers of "
+            "visual tokens; run the samples one by one"
+        )
+    per = torch.tensor([plan.llm_counts(int(n), original, layers) for n in live.sum(1)], device=live.device)
+    return per.max(dim=0).values.tolist(), per
 
 
 def decode(model, book: CacheBook, embeds: Tensor, positions: Tensor | None, cache) -> BaseModelOutputWithPast:

@@ -43,7 +43,7 @@ class ScoreInput:
     """The visual tokens entering a decoder layer that is about to prune, for a method to score."""
 
     hidden: Tensor  # (B, n, D) their hidden states
-    cells: Tensor  # (B, n) index of each into the sample's visual tokens as they left the encoder, ascending
+    cells: Tensor  # (B, n) index of each into the sample's visual tokens as they left the encoder (-1: no token)
     images: list[tuple[int, int]]  # grid (h, w) of each image of a sample, in sequence order
     layer: nn.Module  # the decoder layer they are about to enter
     index: int  # its index
@@ -51,6 +51,7 @@ class ScoreInput:
     at: Tensor | None = None  # (B, n) where the visual tokens sit in ``sequence``
     valid: Tensor | None = None  # (B, T) False at padding
     rope: tuple[Tensor, Tensor] | None = None  # the layer's (cos, sin) position embeddings for ``sequence``
+    present: Tensor | None = None  # (B, n) False at slots that hold no token (see Layout.cells); None: all hold one
 
 
 class Plan(Protocol):
@@ -77,6 +78,10 @@ class Layout:
     original: int  # visual tokens per sample the unmodified model would have
     boxes: list[Tensor]  # per image of the batch: (h*w, 4) [row0, row1, col0, col1] original patches covered
     patch_grid: tuple[int, int]  # the unmerged patch grid of one image
+    # when tokens were dropped between the encoder and the LLM (temporal stages): (B, n) the cell of each visual
+    # token of the sequence in its sample's ``images`` grids, -1 at slots that only pad a sample to the batch's count
+    cells: Tensor | None = None
+    temporal: dict | None = None  # what the temporal stages did, for report()
 
 
 @dataclass
@@ -86,7 +91,7 @@ class Record:
     encoder_tokens: list[int] | None = None
     encoder_original: list[int] | None = None
     layout: Layout | None = None
-    llm_visual_tokens: list[int] = field(default_factory=list)
+    llm_visual_tokens: list = field(default_factory=list)  # per layer; per sample and layer when samples differ
     kept_cells: list[Tensor] = field(default_factory=list)  # per decoder layer, (B, n_l) cells entering it
 
     def report(self) -> dict:
@@ -97,12 +102,21 @@ class Record:
         if self.encoder_tokens is not None:
             out["encoder_tokens"] = list(self.encoder_tokens)
             out["encoder_keep"] = round(sum(self.encoder_tokens) / sum(self.encoder_original), 6)
-        out["visual_tokens"] = int(lay.visual[0].sum())
+        counts = self.llm_visual_tokens
+        if counts and isinstance(counts[0], list):  # samples of the batch kept different counts: one list each
+            out["visual_tokens"] = [c[0] for c in counts]
+            keeps = [sum(c) / (lay.original * len(c)) for c in counts]
+            out["keep"] = round(sum(keeps) / len(keeps), 6)
+            out["keep_per_sample"] = [round(k, 6) for k in keeps]
+        else:
+            out["visual_tokens"] = int(lay.visual[0].sum())
+            out["keep"] = round(sum(counts) / (lay.original * len(counts)), 6)
         out["original_visual_tokens"] = lay.original
-        out["llm_visual_tokens"] = list(self.llm_visual_tokens)
-        out["keep"] = round(sum(self.llm_visual_tokens) / (lay.original * len(self.llm_visual_tokens)), 6)
+        out["llm_visual_tokens"] = [list(c) for c in counts] if counts and isinstance(counts[0], list) else list(counts)
         out["grids"] = [list(g) for g in lay.images]
         out["patch_grid"] = list(lay.patch_grid)
         out["boxes"] = [b.tolist() for b in lay.boxes]
-        out["kept"] = [cells.tolist() for cells in self.kept_cells]
+        out["kept"] = [[[c for c in row if c >= 0] for row in cells.tolist()] for cells in self.kept_cells]
+        if lay.temporal is not None:
+            out["temporal"] = {k: list(v) for k, v in lay.temporal.items()}
         return out

@@ -1,0 +1,67 @@
+"""A video in a LLaVA-family prompt is one ``<image>`` run per frame. After the encoder, the plan's temporal stage
+folds near-identical frames together and drops unchanged tokens: each surviving token keeps the placeholder (so
+the position) of its own patch in the first frame it stands for, and every other placeholder of the video goes.
+
+Samples of a batch may keep different counts. The shorter ones are padded with masked slots (placeholders of
+dropped frames carrying zero features, attention mask 0), so the batch stays rectangular and each sample
+computes what it would alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tokenfunnel.ops.temporal import FrameMerge
+
+
+@dataclass
+class Rebuilt:
+    """The prompt after the temporal stage."""
+
+    index: Tensor  # (B, T') positions of the input sequence that stay, in order
+    pad: Tensor  # (B, T') True at the masked slots that only pad a sample to the batch's visual count
+    features: Tensor  # (B, k, D) the features of the visual slots of the kept sequence, in order (zeros at pads)
+    cells: Tensor  # (B, k) their cell among the sample's merged frames (frame g, token j -> g * n + j); -1 at pads
+    merges: list[FrameMerge]  # per sample
+    kept: list[int]  # per sample, visual tokens that stay
+
+
+def rebuild(
+    temporal: Callable[[Tensor], tuple[FrameMerge, Tensor]], features: Tensor, slots: Tensor, visual: Tensor
+) -> Rebuilt:
+    """``features`` (B, F, n, D): each sample's frames after the encoder; ``slots`` (B, F, n): where each of their
+    tokens sits in the sequence; ``visual`` (B, T): the sequence's placeholders."""
+    b, _, n, d = features.shape
+    t = visual.shape[1]
+    placed = features.new_zeros(b, t, d)
+    real = torch.zeros_like(visual)
+    cell = torch.full((b, t), -1, dtype=torch.long, device=visual.device)
+    merges = []
+    for i in range(b):
+        fm, keep = temporal(features[i])
+        merges.append(fm)
+        for g, f in enumerate(fm.first):
+            at = slots[i, f][keep[g]]
+            real[i, at] = True
+            placed[i, at] = fm.merged[g][keep[g]]
+            cell[i, at] = g * n + keep[g].nonzero()[:, 0]
+    kept = real.sum(1)
+    # pad with the first placeholders each sample gives up, so every sample has the batch's largest count
+    spare = visual & ~real
+    pad = spare & (spare.cumsum(1) <= (kept.max() - kept)[:, None])
+    index = (~visual | real | pad).nonzero()[:, 1].view(b, -1)
+    slot = visual.gather(1, index)
+    rows = torch.arange(b, device=visual.device)[:, None]
+    k = int(slot[0].sum())
+    return Rebuilt(
+        index=index,
+        pad=pad.gather(1, index),
+        features=placed[rows, index][slot].view(b, k, d),
+        cells=cell.gather(1, index)[slot].view(b, k),
+        merges=merges,
+        kept=kept.tolist(),
+    )
