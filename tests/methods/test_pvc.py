@@ -4,11 +4,14 @@ different counts equal to each video alone, report() bookkeeping, and refusals."
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import tokenfunnel
 from tiny import IMAGE_TOKEN, PATCHES, batch, build, generate, logits, prompt, sample_ids
+from tokenfunnel.methods.pvc import PVC, PVCConfig
 from tokenfunnel.runtime.patch import MARK
 
 FRAMES = 4
@@ -156,3 +159,15 @@ def test_videos_with_different_frame_counts_in_one_batch_are_refused():
     inputs["pixel_values"] = video([0, 1, 0, 1, 2])
     with tokenfunnel.compress(model, "pvc"), pytest.raises(ValueError, match="same number of images"):
         logits(model, inputs)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3", "internvl"])
+def test_temporal_stages_need_the_frames_of_a_video(family):
+    """LLaVA's <image> runs and Qwen2-VL's video input are frames; Idefics3's and InternVL's images are tiles."""
+    adapter = SimpleNamespace(family=family)
+    PVC(PVCConfig(frame_threshold=None)).check(adapter)  # with both stages off, any family
+    if family in ("llava", "qwen2_vl"):
+        PVC(PVCConfig()).check(adapter)
+    else:
+        with pytest.raises(ValueError, match="images are tiles, so pass frame_threshold=None"):
+            PVC(PVCConfig()).check(adapter)

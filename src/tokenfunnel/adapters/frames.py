@@ -1,6 +1,7 @@
-"""A video in a LLaVA-family prompt is one ``<image>`` run per frame. After the encoder, the plan's temporal stage
-folds near-identical frames together and drops unchanged tokens: each surviving token keeps the placeholder (so
-the position) of its own patch in the first frame it stands for, and every other placeholder of the video goes.
+"""A video in a LLaVA-family prompt is one ``<image>`` run per frame; Qwen2-VL's video input is one placeholder run
+of temporal slices (``adapters.qwen2_vl_frames``). After the encoder, the plan's temporal stage folds near-identical
+frames together and drops unchanged tokens: each surviving token keeps the placeholder (so the position) of its own
+cell in the first frame it stands for, and every other placeholder of the video goes.
 
 Samples of a batch may keep different counts. The shorter ones are padded with masked slots (placeholders of
 dropped frames carrying zero features, attention mask 0), so the batch stays rectangular and each sample
@@ -65,3 +66,15 @@ def rebuild(
         merges=merges,
         kept=kept.tolist(),
     )
+
+
+def summary(new: Rebuilt, frames: int, per_frame: int) -> dict:
+    """For report(): what the temporal stages did to each sample's ``frames`` frames of ``per_frame`` tokens."""
+    b = len(new.merges)
+    return {
+        "frames": [frames] * b,
+        "merged_frames": [len(m.first) for m in new.merges],
+        "frame_groups": [list(m.group) for m in new.merges],
+        "tokens_before": [frames * per_frame] * b,
+        "tokens_after": new.kept,
+    }

@@ -140,13 +140,7 @@ def shrink_frames(rt, run, input_ids: Tensor, attention_mask, position_ids, enco
         boxes=[frame_boxes[i * count + f] for i, m in enumerate(new.merges) for f in m.first],
         patch_grid=(h, w),
         cells=new.cells,
-        temporal={
-            "frames": [count] * b,
-            "merged_frames": [len(m.first) for m in new.merges],
-            "frame_groups": [list(m.group) for m in new.merges],
-            "tokens_before": [count * hh * ww] * b,
-            "tokens_after": new.kept,
-        },
+        temporal=frames.summary(new, count, hh * ww),
     )
     rt.record.layout = layout
     untouched = (hh, ww) == (h, w) and all(k == per_sample for k in new.kept)
@@ -158,10 +152,10 @@ def shrink_frames(rt, run, input_ids: Tensor, attention_mask, position_ids, enco
     positions = (position_ids if position_ids is not None else prompt_positions(mask)).expand(b, -1)
     mask = mask.gather(1, new.index).masked_fill(new.pad, 0)
     rt.pending = layout
-    return input_ids.gather(1, new.index), mask, positions.gather(1, new.index), _with_features(encoded, new.features)
+    return input_ids.gather(1, new.index), mask, positions.gather(1, new.index), with_features(encoded, new.features)
 
 
-def _with_features(encoded, features: Tensor):
+def with_features(encoded, features: Tensor):
     """A copy of the encoder output that carries ``features`` instead (the caller's object stays as it was)."""
     out = BaseModelOutputWithPooling(last_hidden_state=encoded.last_hidden_state, pooler_output=list(features))
     object.__setattr__(out, RUN, run_of(encoded))

@@ -20,8 +20,18 @@ placeholder, and so the M-RoPE position, of the centre cell it covers; text keep
 continues with the unmodified model's numbering. ``Layout.boxes`` and ``Layout.patch_grid`` are in cells (2x2
 blocks), the units of the tokens the unmodified model shows its language model.
 
-Images only: prompts with videos are refused, and every sample of a batch must hold images of the same grids in
-the same order (the decoder loop prunes the same number of tokens from every sample).
+Videos (``pixel_values_videos``, ``video_grid_thw``): the tower sees a (t, h, w) video as t temporal slices (each
+2 input frames) and attends each slice on its own, so OIM treats every slice as an image, and the language model
+sees one grid of ``video_token_id`` cells per slice, scored per slice; M-RoPE positions (temporal row included) are
+again the unmodified model's, and decoding without position_ids continues after the unshrunk prompt's largest
+position in any row, as ``get_rope_index``'s deltas do (a video's temporal row can run past its closing text;
+``generate()`` passes positions of its own, taken as given). Under a plan with temporal stages (pvc) the slices
+are folded and thinned after the tower (see ``adapters.qwen2_vl_frames``); images are then one-frame videos, on
+which those stages do nothing.
+
+Refused: a call holding both images and videos, and with temporal stages, more than one video per sample. Every
+sample of a batch must hold images (videos) of the same grids in the same order: the decoder loop prunes the same
+number of tokens from every sample, unless the temporal stages left them different counts.
 """
 
 from __future__ import annotations
@@ -35,8 +45,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.generic import get_max_seqlen
 from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
 
-from tokenfunnel.adapters import placeholders
+from tokenfunnel.adapters import placeholders, qwen2_vl_frames
 from tokenfunnel.ops.merge import initial_spans, merge_columns, merge_rows
+from tokenfunnel.ops.positions import mrope_next
 from tokenfunnel.runtime.state import RUN, EncoderRun, Layout
 
 CLASSES = (
@@ -49,12 +60,12 @@ CLASSES = (
 
 @dataclass
 class QwenRun:
-    """What the compressed vision tower did to the images of one call, in the order of ``image_grid_thw``."""
+    """What the compressed vision tower did to the images (or videos) of one call, in the order of their grids."""
 
-    grid_thw: Tensor  # (I, 3) grids handed in, in patches
+    grid_thw: Tensor  # (I, 3) grids handed in, in patches (images: t = 1; videos: t temporal slices)
     merged_thw: Tensor  # (I, 3) grids leaving the tower, in patches (h, w stay even)
-    runs: list[EncoderRun]  # per image: sizes and row/column spans, in cells (2x2 blocks)
-    tokens: list[list[int]]  # per image: patches entering each vision block
+    runs: list[EncoderRun]  # per temporal slice of each: sizes and row/column spans, in cells (2x2 blocks)
+    tokens: list[list[int]]  # per temporal slice of each: patches entering each vision block
 
     @property
     def merged(self) -> bool:
@@ -81,41 +92,55 @@ class Qwen2VLAdapter:
     # -- installation -------------------------------------------------------------------------------------------
     def install(self, runtime) -> None:
         core = self.core
-        original = core.get_image_features
+        images, videos = core.get_image_features, core.get_video_features
         adapter = self
 
-        # a real signature: generate() reads it to hand pixel_values / image_grid_thw to the encoder before prefill
+        # real signatures: generate() reads them to hand the pixels and grids to the encoder before prefill
         def get_image_features(_self, pixel_values, image_grid_thw=None, **kwargs):
-            return adapter._image_features(runtime, original, pixel_values, image_grid_thw, **kwargs)
+            return adapter._features(runtime, images, pixel_values, image_grid_thw, "image", **kwargs)
+
+        def get_video_features(_self, pixel_values_videos, video_grid_thw=None, **kwargs):
+            return adapter._features(runtime, videos, pixel_values_videos, video_grid_thw, "video", **kwargs)
 
         runtime.patcher.set(core, "get_image_features", types.MethodType(get_image_features, core))
+        runtime.patcher.set(core, "get_video_features", types.MethodType(get_video_features, core))
         runtime.patcher.forward(core, lambda original, *a, **k: self._forward(runtime, original, *a, **k))
 
     # -- vision tower -------------------------------------------------------------------------------------------
-    def _image_features(self, rt, original, pixel_values, image_grid_thw, **kwargs):
-        if image_grid_thw is None:
-            raise ValueError("Qwen2-VL needs image_grid_thw with pixel_values; build inputs with the model's processor")
-        grids = image_grid_thw.tolist()
-        if any(t != 1 for t, _, _ in grids):
-            raise ValueError(f"image grids must have t=1 (got {grids}); videos are not supported")
+    def _features(self, rt, original, pixel_values, grid_thw, kind: str, **kwargs):
+        if grid_thw is None:
+            raise ValueError(f"Qwen2-VL needs {kind}_grid_thw with its pixels; build inputs with the model's processor")
+        grids = grid_thw.tolist()
+        if kind == "image" and any(t != 1 for t, _, _ in grids):
+            raise ValueError(f"image grids must have t=1 (got {grids}); pass videos as pixel_values_videos")
+        # the tower attends each temporal slice of a video on its own, so OIM treats every slice as an image
+        slices = grid_thw.repeat_interleave(grid_thw[:, 0], dim=0)
+        slices[:, 0] = 1
         m = self.merge
-        steps = [rt.encoder_steps(h // m, w // m) for _, h, w in grids]
+        steps = [rt.encoder_steps(h // m, w // m) for _, h, w in slices.tolist()]
         if any(steps) and rt.plan.proportional:
             raise NotImplementedError(
                 "proportional attention is not available inside the Qwen2-VL vision tower; pass proportional=False"
             )
-        runs = [self._start(h // m, w // m, s, pixel_values.device) for (_, h, w), s in zip(grids, steps, strict=True)]
+        device = pixel_values.device
+        runs = [self._start(h // m, w // m, s, device) for (_, h, w), s in zip(slices.tolist(), steps, strict=True)]
         if not any(steps):  # nothing to merge: the tower as it is
-            out = original(pixel_values, image_grid_thw, **kwargs)
-            tokens = [[t * h * w] * len(self.blocks) for t, h, w in grids]
-            merged_thw = image_grid_thw
+            out = original(pixel_values, grid_thw, **kwargs)
+            tokens = [[h * w] * len(self.blocks) for _, h, w in slices.tolist()]
+            merged_thw = grid_thw
         else:
             for key in ("output_attentions", "output_hidden_states"):
                 if kwargs.get(key):
                     raise ValueError(f"{key}=True is not available while the vision tower merges tokens")
             pixels = pixel_values.type(self.vision_tower.dtype)
-            out, merged_thw, tokens = self._tower(pixels, image_grid_thw, runs)
-        object.__setattr__(out, RUN, QwenRun(image_grid_thw, merged_thw, runs, tokens))
+            out, merged, tokens = self._tower(pixels, slices, runs)
+            # every slice of a video has the same steps, so the same merged grid: its first slice's
+            first = grid_thw[:, 0].cumsum(0) - grid_thw[:, 0]
+            merged_thw = torch.cat([grid_thw[:, :1], merged[first, 1:]], dim=1)
+            if kind == "video":  # one block of features per video, as the unmodified model returns them
+                sizes = (merged_thw.prod(-1) // m**2).tolist()
+                out.pooler_output = torch.split(torch.cat(out.pooler_output), sizes)
+        object.__setattr__(out, RUN, QwenRun(grid_thw, merged_thw, runs, tokens))
         return out
 
     def _start(self, h: int, w: int, steps, device) -> EncoderRun:
@@ -232,10 +257,10 @@ class Qwen2VLAdapter:
         **kwargs,
     ):
         call = dict(attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache, **kwargs)
-        encoded = (mm_encoder_outputs or {}).get("image")
-        if pixel_values_videos is not None or (mm_encoder_outputs or {}).get("video") is not None:
-            raise NotImplementedError("videos are not supported by the compressed Qwen2-VL; call handle.remove() first")
-        if pixel_values is None and encoded is None:
+        given = mm_encoder_outputs or {}
+        images = pixel_values is not None or given.get("image") is not None
+        videos = pixel_values_videos is not None or given.get("video") is not None
+        if not images and not videos:
             if rt.owns_cache(past_key_values):  # decoding after a compressed prefill
                 call.pop("second_per_grid_ts", None)  # Qwen2.5-VL's video timing; the text model takes no such thing
                 if inputs_embeds is None:
@@ -250,78 +275,130 @@ class Qwen2VLAdapter:
                 mm_encoder_outputs=mm_encoder_outputs,
                 **call,
             )
-        if pixel_values is not None and encoded is not None:
-            raise ValueError("pass pixel_values or mm_encoder_outputs, not both")
+        kind = "video" if videos else "image"
+        pixels, grid_thw = (pixel_values_videos, video_grid_thw) if videos else (pixel_values, image_grid_thw)
+        encoded = given.get(kind)
+        if pixels is not None and encoded is not None:
+            name = "pixel_values_videos" if videos else "pixel_values"
+            raise ValueError(f"pass {name} or mm_encoder_outputs, not both")
         if input_ids is None:
             raise ValueError(
-                "a compressed Qwen2-VL needs input_ids (to find the image placeholders), not inputs_embeds"
+                f"a compressed Qwen2-VL needs input_ids (to find the {kind} placeholders), not inputs_embeds"
+            )
+        token = self.video_token_id if videos else self.image_token_id
+        if images and videos or bool((input_ids == (self.image_token_id if videos else self.video_token_id)).any()):
+            raise NotImplementedError(
+                "the compressed Qwen2-VL takes images or videos in one call, not both; send them in separate calls, "
+                "or call handle.remove() first"
             )
         if encoded is None:
-            encoded = self.core.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+            features = self.core.get_video_features if videos else self.core.get_image_features
+            encoded = features(pixels, grid_thw, return_dict=True)
         run: QwenRun = placeholders.run_of(encoded)
         b = input_ids.shape[0]
         m = self.merge
-        before = [(h // m, w // m) for _, h, w in run.grid_thw.tolist()]
-        after = [(h // m, w // m) for _, h, w in run.merged_thw.tolist()]
-        counted = (input_ids == self.image_token_id).sum(1)
+        grids = run.grid_thw.tolist()
+        counted = (input_ids == token).sum(1)
         per_sample = int(counted[0])
-        k = len(before) // b if b else 0
-        same = len(before) == k * b and all(before[s * k : (s + 1) * k] == before[:k] for s in range(b))
+        v = len(grids) // b if b else 0
+        same = len(grids) == v * b and all(grids[s * v : (s + 1) * v] == grids[:v] for s in range(b))
+        # the language model sees a video as one grid of cells per temporal slice
+        before = [(h // m, w // m) for t, h, w in grids[:v] for _ in range(t)]
+        after = [(h // m, w // m) for t, h, w in run.merged_thw[:v].tolist() for _ in range(t)]
         if per_sample == 0:
-            raise ValueError("the prompt holds no image placeholder; build inputs with the model's processor")
-        if not same or bool((counted != per_sample).any()) or per_sample != sum(h * w for h, w in before[:k]):
+            raise ValueError(f"the prompt holds no {kind} placeholder; build inputs with the model's processor")
+        if not same or bool((counted != per_sample).any()) or per_sample != sum(h * w for h, w in before):
             raise ValueError(
-                f"each sample must hold images of the same grids in the same order (got {counted.tolist()} "
-                f"placeholders for {len(before)} images of grids {before}); batch prompts with equal images"
+                f"each sample must hold {kind}s of the same grids in the same order (got {counted.tolist()} "
+                f"placeholders for {len(grids)} {kind}s of grids {grids}); batch prompts with equal {kind}s"
             )
-        entering = sum(h * w for h, w in after[:k])
-        counts = rt.plan.llm_counts(entering, per_sample, self.text_model.config.num_hidden_layers)
+        k = len(before)  # grids (images, or temporal slices) per sample
         rt.record.encoder_tokens = [sum(col) for col in zip(*run.tokens[:k], strict=True)]
-        rt.record.encoder_original = [sum(m * m * h * w for h, w in before[:k])] * len(self.blocks)
+        rt.record.encoder_original = [sum(m * m * h * w for h, w in before)] * len(self.blocks)
+        unchanged = dict(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            mm_token_type_ids=mm_token_type_ids,
+            mm_encoder_outputs={kind: encoded},
+            **{f"{kind}_grid_thw": grid_thw},
+            **call,
+        )
+
+        def unshrunk_positions() -> Tensor:
+            """M-RoPE positions (3, B, T) as the unmodified model numbers the unshrunk prompt."""
+            passed = _mrope(position_ids)
+            if passed is not None:
+                return passed
+            types_ = mm_token_type_ids
+            if types_ is None:
+                types_ = (input_ids == self.image_token_id).int() + 2 * (input_ids == self.video_token_id)
+            positions, self.core.rope_deltas = self.core.get_rope_index(
+                input_ids,
+                mm_token_type_ids=types_,
+                attention_mask=attention_mask,
+                second_per_grid_ts=call.get("second_per_grid_ts"),  # Qwen2.5-VL: the temporal spacing of videos
+                **{f"{kind}_grid_thw": run.grid_thw},
+            )
+            return positions
+
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        try:
+            if videos and getattr(rt.plan, "temporal", None) is not None:
+                if v != 1:
+                    raise NotImplementedError(
+                        f"{getattr(rt.plan, 'name', 'this method')}'s temporal stages fold the slices of one video "
+                        f"per sample (got {v}); send one video per prompt, or pass frame_threshold=None, "
+                        "token_threshold=None"
+                    )
+                shrunk = qwen2_vl_frames.fold(rt, run, input_ids, mask, unshrunk_positions, encoded, m)
+                if shrunk is None:  # nothing folded, dropped or merged: the model as it is
+                    return original(**unchanged)
+                input_ids, mask, positions, encoded = shrunk
+            else:
+                shrunk = self._shrink(rt, run, input_ids, mask, unshrunk_positions, token, before, after)
+                if shrunk is None:
+                    return original(**unchanged)
+                input_ids, mask, positions = shrunk
+            call["attention_mask"] = mask
+            return original(input_ids=input_ids, position_ids=positions, mm_encoder_outputs={kind: encoded}, **call)
+        finally:
+            rt.pending = None  # consumed by the text model, or discarded if the call failed before reaching it
+
+    def _shrink(self, rt, run: QwenRun, input_ids, mask, unshrunk_positions, token, before, after):
+        """Record the layout; None when nothing is compressed, else the prompt with each merged token on the
+        placeholder (and M-RoPE position) of the centre cell it covers, ``rt.pending`` set for the language model."""
+        b, k = input_ids.shape[0], len(before)
+        per_sample = sum(h * w for h, w in before)
+        entering = sum(h * w for h, w in after)
+        counts = rt.plan.llm_counts(entering, per_sample, self.text_model.config.num_hidden_layers)
         boxes = [next(placeholders.boxes(r.rows, r.cols, 1)) for r in run.runs]
-        layout = dict(images=after[:k], original=per_sample, boxes=boxes, patch_grid=before[0])
+        layout = dict(images=after, original=per_sample, boxes=boxes, patch_grid=before[0])
         if not run.merged and all(c == per_sample for c in counts):  # nothing to compress: the model as it is
-            rt.record.layout = Layout(visual=input_ids == self.image_token_id, **layout)
+            rt.record.layout = Layout(visual=input_ids == token, **layout)
             rt.record.llm_visual_tokens = list(counts)
             rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * len(counts)
-            return original(
-                input_ids=input_ids,
-                position_ids=position_ids,
-                inputs_embeds=inputs_embeds,
-                image_grid_thw=image_grid_thw,
-                mm_token_type_ids=mm_token_type_ids,
-                mm_encoder_outputs={"image": encoded},
-                **call,
-            )
-        positions = _mrope(position_ids)
-        if positions is None:  # as the unmodified model builds them, from the unshrunk prompt and grids
-            if mm_token_type_ids is None:
-                mm_token_type_ids = (input_ids == self.image_token_id).int() + 2 * (input_ids == self.video_token_id)
-            positions, deltas = self.core.get_rope_index(
-                input_ids,
-                mm_token_type_ids=mm_token_type_ids,
-                image_grid_thw=run.grid_thw,
-                attention_mask=attention_mask,
-            )
-            self.core.rope_deltas = deltas
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            return None
+        positions = unshrunk_positions()
+        after_prompt = mrope_next(positions)
         if run.merged:  # one placeholder (and position) per merged token: the centre cell it covers
             starts = [0]
             for h, w in before[: k - 1]:
                 starts.append(starts[-1] + h * w)
             centres = [
-                starts[i % k] + placeholders.centres(r.rows, r.cols, 1, before[i][1])[0] for i, r in enumerate(run.runs)
+                starts[i % k] + placeholders.centres(r.rows, r.cols, 1, before[i % k][1])[0]
+                for i, r in enumerate(run.runs)
             ]
             centre = torch.stack([torch.cat(centres[s * k : (s + 1) * k]) for s in range(b)])
-            cols = (input_ids == self.image_token_id).nonzero()[:, 1].view(b, per_sample)
-            keep = input_ids != self.image_token_id
+            cols = (input_ids == token).nonzero()[:, 1].view(b, per_sample)
+            keep = input_ids != token
             keep[torch.arange(b, device=keep.device)[:, None], cols.gather(1, centre)] = True
             idx = keep.nonzero()[:, 1].view(b, -1)
             input_ids, mask = input_ids.gather(1, idx), mask.gather(1, idx)
             positions = positions.gather(2, idx.unsqueeze(0).expand(3, -1, -1))
-        rt.record.layout = rt.pending = Layout(visual=input_ids == self.image_token_id, **layout)
-        call["attention_mask"] = mask
-        return original(input_ids=input_ids, position_ids=positions, mm_encoder_outputs={"image": encoded}, **call)
+        layout["next_position"] = after_prompt
+        rt.record.layout = rt.pending = Layout(visual=input_ids == token, **layout)
+        return input_ids, mask, positions
 
 
 def _mrope(position_ids: Tensor | None) -> Tensor | None:

@@ -93,10 +93,13 @@ class PVC:
         self.temporal = self._temporal if config.temporal else None
 
     def check(self, adapter) -> None:
-        if self.config.temporal and adapter.family != "llava":
+        # a video is a sequence of <image> runs (LLaVA family) or Qwen2-VL's own video input; elsewhere the several
+        # images of a prompt are tiles of one picture, and folding tiles together would be wrong
+        if self.config.temporal and adapter.family not in ("llava", "qwen2_vl"):
             raise ValueError(
-                f"{self.name}'s temporal stages read a video as a sequence of <image> runs (LLaVA family); on "
-                f"{adapter.family} pass frame_threshold=None, token_threshold=None"
+                f"{self.name}'s temporal stages need the frames of a video (LLaVA family: one <image> run per frame; "
+                f"Qwen2-VL: pixel_values_videos); {adapter.family}'s images are tiles, so pass frame_threshold=None, "
+                "token_threshold=None"
             )
 
     def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:

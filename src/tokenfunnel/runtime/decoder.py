@@ -88,7 +88,7 @@ def prefill(
     hidden, pos = embeds, positions
     attn = _mask(impl, valid, t, embeds.dtype)
     rope = model.rotary_emb(hidden, position_ids=pos)
-    book = CacheBook([], [], positions.max(-1).values + 1)
+    book = CacheBook([], [], positions.max(-1).values + 1 if layout.next_position is None else layout.next_position)
     record.llm_visual_tokens, record.kept_cells = [], []
     entered = []  # per layer, (B,) live visual tokens entering it
     for i, layer in enumerate(layers):

@@ -82,6 +82,9 @@ class Layout:
     # token of the sequence in its sample's ``images`` grids, -1 at slots that only pad a sample to the batch's count
     cells: Tensor | None = None
     temporal: dict | None = None  # what the temporal stages did, for report()
+    # (B,) or (3, B): the position decoding continues from, when the kept positions cannot tell (M-RoPE: the
+    # unshrunk prompt's largest position in any row, which a dropped video slice may have held, + 1)
+    next_position: Tensor | None = None
 
 
 @dataclass
