@@ -206,7 +206,7 @@ def show(
 
 @app.command("eval")
 def evaluate(
-    dataset: str = typer.Option(..., "--dataset", help="easyvqa or easyvqa-grid."),
+    dataset: str = typer.Option(..., "--dataset", help="easyvqa, easyvqa-grid or easyvqa-clips."),
     samples: int = typer.Option(300, "--samples", help="Number of test questions."),
     seed: int = typer.Option(0, "--seed", help="Seed that draws the questions (and mosaics)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per forward pass."),
@@ -276,7 +276,7 @@ def bench(
         "bundled", "--model", help="bundled, llava-7b-shape (random weights: timing/FLOPs only) or a model folder."
     ),
     dataset: str = typer.Option(
-        "easyvqa-grid", "--dataset", help="easyvqa, easyvqa-grid (test split), easyvqa-dev, easyvqa-grid-dev."
+        "easyvqa-grid", "--dataset", help="easyvqa, easyvqa-grid, easyvqa-clips (test split), or one of them with -dev."
     ),
     methods: str = typer.Option("all", "--methods", help="Comma-separated methods, or all; none is always run."),
     keep: str = typer.Option("0.5,0.25,0.11", "--keep", help="Comma-separated FLOP-equivalent keeps."),

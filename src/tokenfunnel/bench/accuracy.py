@@ -32,7 +32,7 @@ def score_shard(
         with setting.applied(bench.model):
             for start in range(0, len(indices), batch_size):
                 chunk = [items[i] for i in indices[start : start + batch_size]]
-                images, questions = [s.image for s in chunk], [s.question for s in chunk]
+                images, questions = [easyvqa.model_input(s) for s in chunk], [s.question for s in chunk]
                 guesses = predict(bench.model, bench.processor, images, questions, candidates)
                 for i, sample, guess in zip(indices[start:], chunk, guesses, strict=False):
                     out["index"].append(i)

@@ -1,6 +1,6 @@
 """The question sets a benchmark can run on: easy-VQA test sets, and dev sets for choosing hyper-parameters.
 
-``easyvqa``/``easyvqa-grid`` come from the test split. ``easyvqa-dev``/``easyvqa-grid-dev`` come from easy-VQA
+``easyvqa``/``easyvqa-grid``/``easyvqa-clips`` come from the test split. Their ``-dev`` twins come from easy-VQA
 *training* images that the bundled VLM's training never showed (``models.train.dev_image_ids``): settings are
 chosen there, and the test split only reports them.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 from functools import cache
 
 from tokenfunnel.bench.errors import BenchError
-from tokenfunnel.data import easyvqa
+from tokenfunnel.data import clips, easyvqa
 
-DATASETS = ("easyvqa", "easyvqa-grid", "easyvqa-dev", "easyvqa-grid-dev")
+DATASETS = ("easyvqa", "easyvqa-grid", "easyvqa-clips", "easyvqa-dev", "easyvqa-grid-dev", "easyvqa-clips-dev")
 
 
 @cache
@@ -27,8 +27,8 @@ def _source(name: str) -> tuple[str, tuple[int, ...] | None]:
 
 
 def capacity(name: str) -> int | None:
-    """How many questions the set can hold; ``None`` when unbounded (mosaics are drawn with replacement)."""
-    if "grid" in name:
+    """How many questions the set can hold; ``None`` when unbounded (mosaics and clips are drawn with replacement)."""
+    if "grid" in name or "clips" in name:
         return None
     split, ids = _source(name)
     allowed = None if ids is None else set(ids)
@@ -55,7 +55,7 @@ def load_items(name: str, samples: int, seed: int) -> list[easyvqa.Sample]:
     """The ``samples`` questions of set ``name`` drawn with ``seed`` (the same on every rank)."""
     check(name, samples)
     split, ids = _source(name)
-    draw = easyvqa.grid_set if "grid" in name else easyvqa.single_set
+    draw = easyvqa.grid_set if "grid" in name else clips.clip_set if "clips" in name else easyvqa.single_set
     try:
         return draw(samples, seed, split=split, image_ids=ids)
     except (IndexError, ValueError) as error:

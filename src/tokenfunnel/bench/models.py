@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 from tokenfunnel.bench.errors import BenchError
+from tokenfunnel.data.easyvqa import model_input
+from tokenfunnel.data.video import frames_of
 from tokenfunnel.ops.positions import prompt_positions
 
 SHAPE = "llava-7b-shape"
@@ -59,7 +61,7 @@ class BenchModel:
         """``count`` batch-1 prompts for timing: the first dataset items, or synthetic ones for a shape model."""
         if self.processor is None:
             return [synthetic_batch(self.model.config, seed, self.device) for seed in range(count)]
-        return [self.processor([item.image], [item.question]) for item in items[:count]]
+        return [self.processor([model_input(item)], [item.question]) for item in items[:count]]
 
 
 class OnDevice:
@@ -77,7 +79,8 @@ class OnDevice:
 
 class ChatProcessor:
     """(images, questions) -> a left-padded batch for a transformers VLM, each question put through the
-    processor's own chat template as one user turn holding the image and the question."""
+    processor's own chat template as one user turn holding the image (or a video's frames, one image part each)
+    and the question."""
 
     def __init__(self, processor) -> None:
         tokenizer = getattr(processor, "tokenizer", None)
@@ -91,15 +94,17 @@ class ChatProcessor:
         self.image_token_id = int(token_id)
 
     def __call__(self, images, questions):
+        videos = [frames_of(item, index) for index, item in enumerate(images)]
         prompts = [
             self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+                [{"role": "user", "content": [*[{"type": "image"}] * len(frames), {"type": "text", "text": q}]}],
                 add_generation_prompt=True,
                 tokenize=False,
             )
-            for q in questions
+            for q, frames in zip(questions, videos, strict=True)
         ]
-        rgb = [image.convert("RGB") for image in images]
+        # one flat list in prompt order: transformers' multi-image processors hand images to placeholders in turn
+        rgb = [frame.convert("RGB") for frames in videos for frame in frames]
         return self.processor(images=rgb, text=prompts, return_tensors="pt", padding=True)
 
     def decode(self, token_ids) -> str:

@@ -1,4 +1,5 @@
-"""easy-VQA evaluation and training sets: single images and 2x2 mosaics whose question names one tile.
+"""easy-VQA evaluation and training sets: single images, 2x2 mosaics whose question names one tile, and short
+clips (``data.clips``) of one picture held over most frames.
 
 Evaluation sets come from the public test split only; training uses the train split. Every set is drawn
 deterministically from a seed and balanced over the three question kinds (yes/no, shape, colour): the
@@ -22,7 +23,7 @@ COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
 KINDS = ("yes/no", "shape", "color")
 TILES = ("top-left", "top-right", "bottom-left", "bottom-right")
 TILE_SIZE = 64  # easy-VQA images are 64x64
-DATASETS = ("easyvqa", "easyvqa-grid")
+DATASETS = ("easyvqa", "easyvqa-grid", "easyvqa-clips")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ class Question:
 
 @dataclass
 class Sample:
-    """One evaluation item: the image the model sees, the question asked and the expected answer."""
+    """One evaluation item: the image the model sees, the question asked and the expected answer.
+
+    A clip also has ``frames``, the video the model sees instead; ``image`` is then the picture the question is
+    about, for display. ``model_input`` gives whichever the model should be fed.
+    """
 
     image: Image.Image
     question: str
@@ -49,6 +54,12 @@ class Sample:
     image_ids: tuple[int, ...]
     tile: str | None = None
     meta: dict = field(default_factory=dict)
+    frames: tuple[Image.Image, ...] | None = None
+
+
+def model_input(sample: Sample) -> Image.Image | tuple[Image.Image, ...]:
+    """What the processor takes for ``sample``: its frames for a clip, else its image."""
+    return sample.frames if sample.frames is not None else sample.image
 
 
 def _data_dir() -> Path:
@@ -148,11 +159,15 @@ def grid_set(
 
 
 def load_set(name: str, samples: int, seed: int = 0) -> list[Sample]:
-    """An evaluation set by name (`easyvqa` or `easyvqa-grid`), from the test split."""
+    """An evaluation set by name (`easyvqa`, `easyvqa-grid` or `easyvqa-clips`), from the test split."""
     if name == "easyvqa":
         return single_set(samples, seed)
     if name == "easyvqa-grid":
         return grid_set(samples, seed)
+    if name == "easyvqa-clips":
+        from tokenfunnel.data.clips import clip_set  # clips builds on this module
+
+        return clip_set(samples, seed)
     raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
 
 

@@ -38,7 +38,8 @@ def evaluate_samples(model, processor, items, dataset: str, batch_size: int = 8,
     correct: dict[str, list[bool]] = defaultdict(list)
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        guesses = predict(model, processor, [s.image for s in chunk], [s.question for s in chunk], candidates)
+        images, questions = [easyvqa.model_input(s) for s in chunk], [s.question for s in chunk]
+        guesses = predict(model, processor, images, questions, candidates)
         for sample, guess in zip(chunk, guesses, strict=True):
             correct[sample.kind].append(guess == sample.answer)
         if progress is not None:
