@@ -53,3 +53,20 @@ def test_pareto_png(tmp_path):
         path = tmp_path / f"pareto-{accuracy}.png"
         write_pareto(rows(accuracy), path, "title")
         assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_method_without_keep_runs_once_and_reports_its_mean_over_the_questions(tmp_path):
+    from tokenfunnel.bench.accuracy import merge
+    from tokenfunnel.bench.settings import settings_for
+
+    settings = settings_for(["luvc", "pvc"], [0.5, 0.25])
+    assert [s.id for s in settings] == ["none@1", "luvc@0.5", "luvc@0.25", "pvc"]
+    part = {"index": [0, 1], "answer": ["a", "b"], "correct": [True, False], "kind": ["color"] * 2}
+    score = merge([part | {"keep": [0.1, 0.3], "visual": [10, 30]}])
+    assert score["mean_keep"] == 0.2 and score["mean_visual_tokens"] == 20
+    profile = rows()[1]  # a profile of one prompt, whose own keep (0.5) is not what the row reports
+    row = build_row(Setting("pvc", None), {"model": "m"}, None, score, profile, profile, [])
+    assert row["keep"] is None and row["realised_keep"] == 0.2 and row["visual_tokens"] == 20
+    text = to_markdown([*rows(), row], CONFIG)
+    assert "| pvc | follows input | 0.200 |" in text
+    write_pareto([*rows(), row], tmp_path / "p.png", "title")

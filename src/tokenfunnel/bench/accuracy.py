@@ -27,13 +27,16 @@ def score_shard(
     """``{"index": [...], "answer": [...], "correct": [...], "kind": [...]}`` for the questions at ``indices``;
     ``{"error": message}`` when the method refuses the setting (a ValueError) once it sees the model's input."""
     candidates = easyvqa.answers()
-    out: dict = {"index": [], "answer": [], "correct": [], "kind": []}
+    out: dict = {"index": [], "answer": [], "correct": [], "kind": [], "keep": [], "visual": []}
     try:
-        with setting.applied(bench.model):
+        with setting.applied(bench.model) as handle:
             for start in range(0, len(indices), batch_size):
                 chunk = [items[i] for i in indices[start : start + batch_size]]
                 images, questions = [easyvqa.model_input(s) for s in chunk], [s.question for s in chunk]
                 guesses = predict(bench.model, bench.processor, images, questions, candidates)
+                keeps, visual = _realised(handle, len(chunk))
+                out["keep"] += keeps
+                out["visual"] += visual
                 for i, sample, guess in zip(indices[start:], chunk, guesses, strict=False):
                     out["index"].append(i)
                     out["answer"].append(guess)
@@ -46,6 +49,17 @@ def score_shard(
     return out
 
 
+def _realised(handle, count: int) -> tuple[list, list]:
+    """Per question: the realised keep and the visual tokens entering the LLM (None for the uncompressed model).
+    Methods whose budget follows the input differ per question, so their rows report the mean over all of them."""
+    if handle is None:
+        return [None] * count, [None] * count
+    report = handle.report()
+    keeps = report.get("keep_per_sample", [report["keep"]] * count)
+    visual = report["visual_tokens"]
+    return keeps, visual if isinstance(visual, list) else [visual] * count
+
+
 def merge(parts: list[dict]) -> dict:
     """One setting's result from every rank's share: answers in question order, accuracy overall and by kind."""
     errors = [p["error"] for p in parts if "error" in p]
@@ -56,9 +70,15 @@ def merge(parts: list[dict]) -> dict:
     for _, _, correct, kind in rows:
         by_kind[kind].append(correct)
     hits = [correct for _, _, correct, _ in rows]
-    return {
+    out = {
         "samples": len(rows),
         "accuracy": round(sum(hits) / len(hits), 4),
         "accuracy_by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_kind.items())},
         "answers": [answer for _, answer, _, _ in rows],
     }
+    keeps = [k for p in parts for k in p.get("keep", []) if k is not None]
+    visual = [v for p in parts for v in p.get("visual", []) if v is not None]
+    if keeps:  # the mean over every question (parts stored before these were recorded have none)
+        out["mean_keep"] = round(sum(keeps) / len(keeps), 6)
+        out["mean_visual_tokens"] = round(sum(visual) / len(visual), 2)
+    return out

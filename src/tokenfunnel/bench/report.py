@@ -56,11 +56,11 @@ def to_markdown(rows: list[dict], config: dict) -> str:
     ]
     for row in rows:
         if row.get("error"):
-            lines.append(f"| {row['method']} | {row['keep']:g} | refused: {row['error']} |" + " |" * 11)
+            lines.append(f"| {row['method']} | {_asked(row['keep'])} | refused: {row['error']} |" + " |" * 11)
             continue
         cells = (
             row["method"],
-            f"{row['keep']:g}",
+            _asked(row["keep"]),
             _cell(row["realised_keep"]),
             _cell(row["accuracy"]),
             _cell(row["visual_tokens"]),
@@ -88,3 +88,7 @@ def write(out: Path, data: dict) -> list[Path]:
         temporary.write_text(text)
         os.replace(temporary, path)
     return paths
+
+
+def _asked(keep: float | None) -> str:
+    return "follows input" if keep is None else f"{keep:g}"

@@ -1,21 +1,22 @@
-"""One benchmarked configuration: a method at a keep (``none`` = the uncompressed model at keep 1.0)."""
+"""One benchmarked configuration: a method at a keep (``none`` = the uncompressed model at keep 1.0), or once,
+without a keep, for methods whose budget follows the input (``pvc``: keep is then only measured)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
 class Setting:
     method: str
-    keep: float
+    keep: float | None
 
     @property
     def id(self) -> str:
-        """Stable name for files and JSON keys, e.g. ``luvc@0.25``."""
-        return f"{self.method}@{self.keep:g}"
+        """Stable name for files and JSON keys, e.g. ``luvc@0.25`` (``pvc`` for a method without a keep)."""
+        return self.method if self.keep is None else f"{self.method}@{self.keep:g}"
 
     @property
     def baseline(self) -> bool:
@@ -29,7 +30,11 @@ class Setting:
             return
         import tokenfunnel
 
-        with tokenfunnel.compress(model, self.method, keep=self.keep) as handle:
+        with (
+            tokenfunnel.compress(model, self.method, keep=self.keep)
+            if self.keep is not None
+            else tokenfunnel.compress(model, self.method) as handle
+        ):
             yield handle
 
 
@@ -43,9 +48,21 @@ def available_methods() -> list[str]:
     return ["none", *METHODS]
 
 
+def takes_keep(method: str) -> bool:
+    """Whether ``method`` is asked for a keep (else its budget follows the input)."""
+    from tokenfunnel.methods.registry import METHODS
+
+    return any(f.name == "keep" for f in fields(METHODS[method][0]))
+
+
 def settings_for(methods: list[str], keeps: list[float]) -> list[Setting]:
-    """``none`` once (always: speedups are measured against it), then every method at every keep, in order."""
-    return [NONE] + [Setting(m, k) for m in methods if m != "none" for k in keeps]
+    """``none`` once (always: speedups are measured against it), then every method at every keep, in order; a
+    method without a keep (its budget follows the input) once."""
+    out = [NONE]
+    for m in methods:
+        if m != "none":
+            out += [Setting(m, k) for k in keeps] if takes_keep(m) else [Setting(m, None)]
+    return out
 
 
 def refusal(model, setting: Setting) -> str | None:

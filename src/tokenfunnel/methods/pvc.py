@@ -38,7 +38,7 @@ class PVCConfig:
     """
 
     spatial: float = 0.5
-    frame_threshold: float | None = 0.9
+    frame_threshold: float | None = 0.95
     token_threshold: float | None = None
     schedule: tuple[tuple[float, float], ...] = PVC_SCHEDULE
     encoder_start: float = 0.5

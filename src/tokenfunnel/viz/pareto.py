@@ -17,20 +17,20 @@ def _lines(rows: list[dict]) -> dict[str, list[dict]]:
     for row in rows:
         if row["method"] != "none" and row.get("error") is None:
             out.setdefault(row["method"], []).append(row)
-    return {method: sorted(group, key=lambda r: r["keep"]) for method, group in out.items()}
+    return {method: sorted(group, key=lambda r: r["keep"] or r["realised_keep"]) for method, group in out.items()}
 
 
 def _panel(ax, rows: list[dict], x: str, label: str, scale: float = 1.0) -> None:
     baseline = next((r for r in rows if r["method"] == "none"), None)
     for index, (method, group) in enumerate(_lines(rows).items()):
-        points = [(r[x] / scale, r["accuracy"], r["keep"]) for r in group if None not in (r[x], r["accuracy"])]
+        points = [(r[x] / scale, r["accuracy"], _keep(r)) for r in group if None not in (r[x], r["accuracy"])]
         if points:
             xs, ys, _ = zip(*points, strict=True)
             style = {"marker": MARKERS[index % len(MARKERS)], "color": f"C{index % 10}"}
             (line,) = ax.plot(xs, ys, label=method, **style)
             for px, py, keep in points:
                 ax.annotate(
-                    f"{keep:g}",
+                    keep,
                     (px, py),
                     textcoords="offset points",
                     xytext=(4, 4),
@@ -75,3 +75,8 @@ def write_pareto(rows: list[dict], path, title: str = "") -> None:
     fig = pareto_figure(rows, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _keep(row: dict) -> str:
+    """The point's label: the keep asked for, or the measured one (~) for methods whose budget follows the input."""
+    return f"{row['keep']:g}" if row["keep"] is not None else f"~{row['realised_keep']:.2f}"
