@@ -21,6 +21,7 @@ runner = CliRunner()
         (["eval", "--dataset", "easyvqa", "--keep", "1.5", "--method", "luvc"], "--keep must be in (0, 1]"),
         (["show", "--image", "x.png", "--question", "q", "--out", "kept.jpg"], "--out must end in .png"),
         (["show", "--image", "x.png", "--question", "q", "--method", "none"], "--method none compresses nothing"),
+        (["eval", "--dataset", "easyvqa-clips", "--method", "pvc", "--keep", "0.5"], "pvc takes no --keep"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(args, message):

@@ -107,13 +107,23 @@ def _compressed_answer(model, processor, image, question: str, method: str, keep
     return out
 
 
-def _check_method(method: str, keep: float) -> None:
-    from tokenfunnel.methods.registry import METHODS
+KEEP_HELP = "FLOP-equivalent fraction of visual tokens to keep (default {default}; pvc* take none)."
+
+
+def _check_method(method: str, keep: float | None, default: float) -> float | None:
+    """The keep to pass: ``default`` when none was given, None for a method whose budget follows the input."""
+    from tokenfunnel.methods.registry import METHODS, takes_keep
 
     if method != "none" and method not in METHODS:
         fail(f"unknown method {method!r}: choose one of none, {', '.join(METHODS)}")
+    if method != "none" and not takes_keep(method):
+        if keep is not None:
+            fail(f"{method} takes no --keep: its budget follows the input; drop --keep (the realised keep is reported)")
+        return None
+    keep = default if keep is None else keep
     if not 0 < keep <= 1:
         fail(f"--keep must be in (0, 1], got {keep} (e.g. --keep 0.25 keeps a quarter of the visual-token FLOPs)")
+    return keep
 
 
 @app.command()
@@ -121,11 +131,11 @@ def demo(
     image: Path | None = typer.Option(None, "--image", help="An image file to ask about (default: built-in cases)."),
     question: str | None = typer.Option(None, "--question", help="The question to ask about --image."),
     method: str = typer.Option("luvc", "--method", help="Compression method to show beside uncompressed, or none."),
-    keep: float = typer.Option(0.25, "--keep", help="FLOP-equivalent fraction of visual tokens to keep."),
+    keep: float | None = typer.Option(None, "--keep", help=KEEP_HELP.format(default=0.25)),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Answer questions with the bundled VLM, uncompressed and compressed, with token counts and prefill time."""
-    _check_method(method, keep)
+    keep = _check_method(method, keep, 0.25)
     if question is not None and not question.strip():
         fail("the question is empty: pass a non-empty --question")
     if image is not None:
@@ -153,7 +163,7 @@ def demo(
             if name not in row:
                 continue
             out = row[name]
-            label = name if name == "uncompressed" else f"{method} keep={keep:g}"
+            label = name if name == "uncompressed" else f"{method} keep={keep:g}" if keep else method
             first = name == "uncompressed"
             cells = (
                 row["image"] if first else "",
@@ -173,11 +183,11 @@ def show(
     image: Path = typer.Option(..., "--image", help="The image to compress."),
     question: str = typer.Option(..., "--question", help="The question asked about it."),
     method: str = typer.Option("luvc", "--method", help="Compression method."),
-    keep: float = typer.Option(0.25, "--keep", help="FLOP-equivalent fraction of visual tokens to keep."),
+    keep: float | None = typer.Option(None, "--keep", help=KEEP_HELP.format(default=0.25)),
     out: Path = typer.Option(Path("kept.png"), "--out", help="Where to write the picture (PNG)."),
 ) -> None:
     """Draw which regions of the image survive the encoder and a few LLM layers."""
-    _check_method(method, keep)
+    keep = _check_method(method, keep, 0.25)
     if method == "none":
         fail("--method none compresses nothing; pick a method such as luvc")
     if not question.strip():
@@ -211,11 +221,11 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="Seed that draws the questions (and mosaics)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per forward pass."),
     method: str = typer.Option("none", "--method", help="Compression method (none = uncompressed)."),
-    keep: float = typer.Option(1.0, "--keep", help="FLOP-equivalent fraction of visual tokens to keep."),
+    keep: float | None = typer.Option(None, "--keep", help=KEEP_HELP.format(default=1.0)),
     as_json: bool = typer.Option(False, "--json", help="Print the result rows as JSON."),
 ) -> None:
     """Closed-set accuracy of the bundled VLM on an easy-VQA test set, optionally compressed."""
-    _check_method(method, keep)
+    keep = _check_method(method, keep, 1.0)
     from tokenfunnel.data.easyvqa import DATASETS
 
     if dataset not in DATASETS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,11 @@ def available_methods() -> list[str]:
     return ["none", *METHODS]
 
 
-def takes_keep(method: str) -> bool:
-    """Whether ``method`` is asked for a keep (else its budget follows the input)."""
-    from tokenfunnel.methods.registry import METHODS
-
-    return any(f.name == "keep" for f in fields(METHODS[method][0]))
-
-
 def settings_for(methods: list[str], keeps: list[float]) -> list[Setting]:
     """``none`` once (always: speedups are measured against it), then every method at every keep, in order; a
     method without a keep (its budget follows the input) once."""
+    from tokenfunnel.methods.registry import takes_keep
+
     out = [NONE]
     for m in methods:
         if m != "none":

@@ -27,13 +27,15 @@ def evaluate(
     import tokenfunnel
 
     with tokenfunnel.compress(model, method, keep=keep) as handle:
-        row = evaluate_samples(model, processor, items, dataset, batch_size, progress)
-        realised = handle.report()["keep"]
-    return {**row, "method": method, "keep": keep, "realised_keep": realised, "seed": seed}
+        row = evaluate_samples(model, processor, items, dataset, batch_size, progress, handle)
+    return {**row, "method": method, "keep": keep, "seed": seed}
 
 
-def evaluate_samples(model, processor, items, dataset: str, batch_size: int = 8, progress=None) -> dict:
+def evaluate_samples(model, processor, items, dataset: str, batch_size: int = 8, progress=None, handle=None) -> dict:
+    """Accuracy over ``items``; with the ``handle`` of a compressed model, also the realised keep averaged over
+    every question (methods whose budget follows the input realise a different keep per question)."""
     candidates = easyvqa.answers()
+    keeps: list[float] = []
     started = time.perf_counter()
     correct: dict[str, list[bool]] = defaultdict(list)
     for start in range(0, len(items), batch_size):
@@ -42,6 +44,9 @@ def evaluate_samples(model, processor, items, dataset: str, batch_size: int = 8,
         guesses = predict(model, processor, images, questions, candidates)
         for sample, guess in zip(chunk, guesses, strict=True):
             correct[sample.kind].append(guess == sample.answer)
+        if handle is not None:
+            report = handle.report()
+            keeps += report.get("keep_per_sample", [report["keep"]] * len(chunk))
         if progress is not None:
             progress(len(chunk))
     hits = [hit for kind in correct.values() for hit in kind]
@@ -53,4 +58,5 @@ def evaluate_samples(model, processor, items, dataset: str, batch_size: int = 8,
         "accuracy": round(sum(hits) / len(hits), 4),
         "accuracy_by_kind": {k: round(sum(v) / len(v), 4) for k, v in sorted(correct.items())},
         "seconds": round(time.perf_counter() - started, 1),
+        **({"realised_keep": round(sum(keeps) / len(keeps), 6)} if keeps else {}),
     }

@@ -33,6 +33,11 @@ METHODS = {
 }
 
 
+def takes_keep(method: str) -> bool:
+    """Whether ``method`` is asked for a keep (else its budget follows the input and keep is only measured)."""
+    return any(f.name == "keep" for f in fields(METHODS[method][0]))
+
+
 def _by_config(config) -> str:
     for name, (cls, _) in METHODS.items():
         if type(config) is cls:
