@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape train clean
+.PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape bench-clips video-tokens \
+	train clean
 
 setup: $(STAMP)
 
@@ -64,6 +65,18 @@ bench-shape: setup
 		--timing-samples 1 --repeats 2 --threads 2 --out runs/bench-shape
 	mkdir -p benchmarks/llava-7b-shape
 	cp runs/bench-shape/results.json runs/bench-shape/results.md runs/bench-shape/pareto.png benchmarks/llava-7b-shape/
+
+# Videos: none and the three temporal presets on 40 test clips of 16 frames (about an hour on 2 CPU cores, most of
+# it the uncompressed model on 4096 visual tokens per clip)
+bench-clips: setup
+	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-clips --methods pvc,pvc-frames,pvc-tokens \
+		--samples 40 --seed 0 --timing-samples 2 --repeats 1 --threads 2 --batch-size 4 --out runs/bench-clips
+	mkdir -p benchmarks/easyvqa-clips
+	cp runs/bench-clips/results.json runs/bench-clips/results.md runs/bench-clips/pareto.png benchmarks/easyvqa-clips/
+
+# Token reduction and prefill time on the OpenCV sample videos (needs the Debian package opencv-doc)
+video-tokens: setup
+	$(BIN)/python scripts/video_tokens.py --frames 16 --repeats 2 --out benchmarks/video_tokens.json
 
 # Retrain the bundled VLM's projector + LoRA (60-80 min on 2 CPU cores); writes the committed weights.
 # The script's defaults are the recipe of the committed weights.

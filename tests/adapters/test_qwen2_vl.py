@@ -61,11 +61,16 @@ def _cpu():
     torch.set_grad_enabled(grad)
 
 
+def build(family: str):
+    """A tiny random model of ``family``, the same weights every time."""
+    torch.manual_seed(0)
+    cls = Qwen2VLForConditionalGeneration if family == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration
+    return cls(_config(family)).eval()
+
+
 @pytest.fixture(scope="module", params=FAMILIES)
 def model(request):
-    torch.manual_seed(0)
-    cls = Qwen2VLForConditionalGeneration if request.param == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration
-    return cls(_config(request.param)).eval()
+    return build(request.param)
 
 
 def _prompt(seed: int, pre: int, grids=GRIDS, post: int = 4):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
+from transformers import Qwen2_5_VLForConditionalGeneration
 
 import tokenfunnel
-from adapters.test_qwen2_vl import END, FAMILIES, IMAGE, PAD, START, VIDEO, _config
+from adapters.test_qwen2_vl import END, FAMILIES, IMAGE, PAD, START, VIDEO, _cpu, build  # noqa: F401 (_cpu: autouse)
 from tokenfunnel.adapters.qwen2_vl import Qwen2VLAdapter
 from tokenfunnel.ops.budget import stages
 from tokenfunnel.runtime.apply import BOOK
@@ -27,19 +27,9 @@ TEMPORAL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _no_grad():
-    grad = torch.is_grad_enabled()
-    torch.set_grad_enabled(False)
-    yield
-    torch.set_grad_enabled(grad)
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def model(request):
-    torch.manual_seed(0)
-    cls = Qwen2VLForConditionalGeneration if request.param == "qwen2_vl" else Qwen2_5_VLForConditionalGeneration
-    model = cls(_config(request.param)).eval()
+    model = build(request.param)
     model.generation_config.eos_token_id = None  # no early stop on a random eos: every run emits as many tokens
     return model
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from tokenfunnel.ops.temporal import FrameMerge
+from tokenfunnel.runtime.state import Layout
 
 
 @dataclass
@@ -78,3 +79,32 @@ def summary(new: Rebuilt, frames: int, per_frame: int) -> dict:
         "tokens_before": [frames * per_frame] * b,
         "tokens_after": new.kept,
     }
+
+
+def record(
+    rt, new: Rebuilt, input_ids: Tensor, token: int, boxes: list[Tensor], grid: tuple[int, int], patch: tuple[int, int]
+) -> Layout | None:
+    """Record on ``rt`` the layout the language model gets after the temporal stage: ``boxes`` of each input frame
+    (B * frames, in order), each frame's ``grid`` after the encoder and ``patch`` grid before it.
+
+    Returns None when nothing was merged, folded or pruned (the caller runs the model as it is), else the layout.
+    """
+    count = len(boxes) // input_ids.shape[0]
+    per_sample = count * patch[0] * patch[1]
+    layout = Layout(
+        visual=input_ids.gather(1, new.index) == token,
+        images=[grid] * max(len(m.first) for m in new.merges),
+        original=per_sample,
+        boxes=[boxes[i * count + f] for i, m in enumerate(new.merges) for f in m.first],
+        patch_grid=patch,
+        cells=new.cells,
+        temporal=summary(new, count, grid[0] * grid[1]),
+    )
+    rt.record.layout = layout
+    layers = rt.adapter.text_model.config.num_hidden_layers
+    untouched = grid == patch and all(k == per_sample for k in new.kept)
+    if untouched and all(c == per_sample for c in rt.plan.llm_counts(per_sample, per_sample, layers)):
+        rt.record.llm_visual_tokens = [per_sample] * layers
+        rt.record.kept_cells = [torch.arange(per_sample).expand(input_ids.shape[0], -1)] * layers
+        return None
+    return layout

@@ -114,7 +114,7 @@ def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
 def shrink_frames(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded):
     """Like ``shrink`` for a plan with a temporal stage: each sample's images are the frames of one video, folded
     and thinned by ``rt.plan.temporal`` (see ``adapters.frames``). Also returns the features that stay."""
-    token, layers = rt.adapter.image_token_id, rt.adapter.text_model.config.num_hidden_layers
+    token = rt.adapter.image_token_id
     if rt.adapter.scale != 1:
         raise ValueError(f"temporal stages need one language-model token per patch, not {rt.adapter.family}'s")
     b = input_ids.shape[0]
@@ -123,30 +123,15 @@ def shrink_frames(rt, run, input_ids: Tensor, attention_mask, position_ids, enco
     hh, ww = run.grid
     if run.cells is not None:
         raise ValueError("temporal stages need each frame's tokens on a grid, but the encoder made them a set")
-    per_sample = count * h * w
     feats = torch.cat(list(encoded.pooler_output)).view(b, count, hh * ww, -1)
     visual = input_ids == token
     at = visual.nonzero()[:, 1].view(b, count, h * w)
     slots = at.gather(2, centres(run.rows, run.cols, 1, w).view(b, count, -1))
     new = frames.rebuild(rt.plan.temporal, feats, slots, visual)
-    groups = max(len(m.first) for m in new.merges)
     rt.record.encoder_tokens = list(run.tokens)
     rt.record.encoder_original = [run.prefix + h * w] * len(run.tokens)
-    frame_boxes = list(boxes(run.rows, run.cols, 1))
-    layout = Layout(
-        visual=input_ids.gather(1, new.index) == token,
-        images=[(hh, ww)] * groups,
-        original=per_sample,
-        boxes=[frame_boxes[i * count + f] for i, m in enumerate(new.merges) for f in m.first],
-        patch_grid=(h, w),
-        cells=new.cells,
-        temporal=frames.summary(new, count, hh * ww),
-    )
-    rt.record.layout = layout
-    untouched = (hh, ww) == (h, w) and all(k == per_sample for k in new.kept)
-    if untouched and all(c == per_sample for c in rt.plan.llm_counts(per_sample, per_sample, layers)):
-        rt.record.llm_visual_tokens = [per_sample] * layers
-        rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * layers
+    layout = frames.record(rt, new, input_ids, token, list(boxes(run.rows, run.cols, 1)), (hh, ww), (h, w))
+    if layout is None:
         return None
     mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
     positions = (position_ids if position_ids is not None else prompt_positions(mask)).expand(b, -1)

@@ -15,7 +15,6 @@ from torch import Tensor
 
 from tokenfunnel.adapters import frames, placeholders
 from tokenfunnel.ops.positions import mrope_next
-from tokenfunnel.runtime.state import Layout
 
 
 def fold(rt, run, input_ids: Tensor, mask: Tensor, positions: Callable[[], Tensor], encoded, merge: int):
@@ -26,32 +25,19 @@ def fold(rt, run, input_ids: Tensor, mask: Tensor, positions: Callable[[], Tenso
     ``input_ids``, ``attention_mask``, positions and the encoder output carrying the features that stay, with
     ``rt.pending`` set for the language model.
     """
-    token, layers = rt.adapter.video_token_id, rt.adapter.text_model.config.num_hidden_layers
+    token = rt.adapter.video_token_id
     b = input_ids.shape[0]
     t, h, w = run.grid_thw[0].tolist()
     h, w = h // merge, w // merge
     hh, ww = (side // merge for side in run.merged_thw[0, 1:].tolist())
-    per_sample = t * h * w
     feats = torch.cat(list(encoded.pooler_output)).view(b, t, hh * ww, -1)
     visual = input_ids == token
     at = visual.nonzero()[:, 1].view(b, t, h * w)
     centre = torch.cat([placeholders.centres(r.rows, r.cols, 1, w) for r in run.runs]).view(b, t, hh * ww)
     new = frames.rebuild(rt.plan.temporal, feats, at.gather(2, centre), visual)
     slice_boxes = [next(placeholders.boxes(r.rows, r.cols, 1)) for r in run.runs]
-    layout = Layout(
-        visual=input_ids.gather(1, new.index) == token,
-        images=[(hh, ww)] * max(len(m.first) for m in new.merges),
-        original=per_sample,
-        boxes=[slice_boxes[i * t + f] for i, m in enumerate(new.merges) for f in m.first],
-        patch_grid=(h, w),
-        cells=new.cells,
-        temporal=frames.summary(new, t, hh * ww),
-    )
-    rt.record.layout = layout
-    untouched = (hh, ww) == (h, w) and all(k == per_sample for k in new.kept)
-    if untouched and all(c == per_sample for c in rt.plan.llm_counts(per_sample, per_sample, layers)):
-        rt.record.llm_visual_tokens = [per_sample] * layers
-        rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * layers
+    layout = frames.record(rt, new, input_ids, token, slice_boxes, (hh, ww), (h, w))
+    if layout is None:
         return None
     mask = mask.gather(1, new.index).masked_fill(new.pad, 0)
     unshrunk = positions()
