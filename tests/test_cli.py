@@ -22,6 +22,9 @@ runner = CliRunner()
         (["show", "--image", "x.png", "--question", "q", "--out", "kept.jpg"], "--out must end in .png"),
         (["show", "--image", "x.png", "--question", "q", "--method", "none"], "--method none compresses nothing"),
         (["eval", "--dataset", "easyvqa-clips", "--method", "pvc", "--keep", "0.5"], "pvc takes no --keep"),
+        (["demo", "--video", "v.avi", "--image", "x.png"], "pass --image or --video, not both"),
+        (["demo", "--frames", "8"], "pass --video PATH too"),
+        (["demo", "--video", "no/such/video.avi"], "no/such/video.avi"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(args, message):

@@ -69,6 +69,15 @@ def _default_cases() -> list[tuple[str, object, str]]:
     ]
 
 
+def _read_video(path: Path, frames: int | None, fps: float | None) -> list:
+    from tokenfunnel.data.video import read_video
+
+    try:
+        return read_video(path, frames=16 if frames is None and fps is None else frames, fps=fps)
+    except ValueError as error:
+        fail(str(error))
+
+
 def _prefill_seconds(model, batch, repeats: int = 3) -> float:
     """Median wall time of one prefill (the first call also warms up)."""
     import statistics
@@ -132,13 +141,22 @@ def demo(
     question: str | None = typer.Option(None, "--question", help="The question to ask about --image."),
     method: str = typer.Option("luvc", "--method", help="Compression method to show beside uncompressed, or none."),
     keep: float | None = typer.Option(None, "--keep", help=KEEP_HELP.format(default=0.25)),
+    video: Path | None = typer.Option(None, "--video", help="A video file to ask about (frames read with PyAV)."),
+    frames: int | None = typer.Option(None, "--frames", help="Frames sampled uniformly from --video (default 16)."),
+    fps: float | None = typer.Option(None, "--fps", help="Sample --video at this rate instead of --frames."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Answer questions with the bundled VLM, uncompressed and compressed, with token counts and prefill time."""
     keep = _check_method(method, keep, 0.25)
     if question is not None and not question.strip():
         fail("the question is empty: pass a non-empty --question")
-    if image is not None:
+    if image is not None and video is not None:
+        fail("pass --image or --video, not both")
+    if video is None and (frames is not None or fps is not None):
+        fail("--frames and --fps sample a --video; pass --video PATH too")
+    if video is not None:
+        cases = [(str(video), _read_video(video, frames, fps), question or "What is happening in the video?")]
+    elif image is not None:
         cases = [(str(image), _read_image(image), question or "What color is the shape?")]
     elif question is not None:
         cases = [(label, picture, question) for label, picture, _ in _default_cases()]
