@@ -11,7 +11,7 @@ computes what it would alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -22,14 +22,23 @@ from tokenfunnel.runtime.state import Layout
 
 @dataclass
 class Rebuilt:
-    """The prompt after the temporal stage."""
+    """The prompt after the temporal (or select) stage."""
 
     index: Tensor  # (B, T') positions of the input sequence that stay, in order
     pad: Tensor  # (B, T') True at the masked slots that only pad a sample to the batch's visual count
     features: Tensor  # (B, k, D) the features of the visual slots of the kept sequence, in order (zeros at pads)
     cells: Tensor  # (B, k) their cell among the sample's merged frames (frame g, token j -> g * n + j); -1 at pads
-    merges: list[FrameMerge]  # per sample
     kept: list[int]  # per sample, visual tokens that stay
+    merges: list[FrameMerge] = field(default_factory=list)  # per sample (temporal stages only)
+
+
+@dataclass
+class Placed:
+    """One sample's tokens to place: ``features`` (k, D) at sequence positions ``at`` (k,), with Layout ``cells``."""
+
+    at: Tensor
+    features: Tensor
+    cells: Tensor
 
 
 def rebuild(
@@ -37,20 +46,36 @@ def rebuild(
 ) -> Rebuilt:
     """``features`` (B, F, n, D): each sample's frames after the encoder; ``slots`` (B, F, n): where each of their
     tokens sits in the sequence; ``visual`` (B, T): the sequence's placeholders."""
-    b, _, n, d = features.shape
-    t = visual.shape[1]
-    placed = features.new_zeros(b, t, d)
-    real = torch.zeros_like(visual)
-    cell = torch.full((b, t), -1, dtype=torch.long, device=visual.device)
-    merges = []
-    for i in range(b):
+    n = features.shape[2]
+    merges, picks = [], []
+    for i in range(features.shape[0]):
         fm, keep = temporal(features[i])
         merges.append(fm)
-        for g, f in enumerate(fm.first):
-            at = slots[i, f][keep[g]]
-            real[i, at] = True
-            placed[i, at] = fm.merged[g][keep[g]]
-            cell[i, at] = g * n + keep[g].nonzero()[:, 0]
+        frames = list(enumerate(fm.first))
+        picks.append(
+            Placed(
+                at=torch.cat([slots[i, f][keep[g]] for g, f in frames]),
+                features=torch.cat([fm.merged[g][keep[g]] for g, _ in frames]),
+                cells=torch.cat([g * n + keep[g].nonzero()[:, 0] for g, _ in frames]),
+            )
+        )
+    new = place(picks, visual, features)
+    new.merges = merges
+    return new
+
+
+def place(picks: list[Placed], visual: Tensor, like: Tensor) -> Rebuilt:
+    """Put each sample's tokens at their placeholders and drop the other placeholders; ``visual`` (B, T) marks the
+    sequence's placeholders, ``like`` gives the features' dtype and device."""
+    b, t = visual.shape
+    d = picks[0].features.shape[-1]
+    placed = like.new_zeros(b, t, d)
+    real = torch.zeros_like(visual)
+    cell = torch.full((b, t), -1, dtype=torch.long, device=visual.device)
+    for i, p in enumerate(picks):
+        real[i, p.at] = True
+        placed[i, p.at] = p.features.to(like.dtype)
+        cell[i, p.at] = p.cells
     kept = real.sum(1)
     # pad with the first placeholders each sample gives up, so every sample has the batch's largest count
     spare = visual & ~real
@@ -64,7 +89,6 @@ def rebuild(
         pad=pad.gather(1, index),
         features=placed[rows, index][slot].view(b, k, d),
         cells=cell.gather(1, index)[slot].view(b, k),
-        merges=merges,
         kept=kept.tolist(),
     )
 

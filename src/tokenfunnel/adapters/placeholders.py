@@ -11,9 +11,10 @@ from torch import Tensor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from tokenfunnel.adapters import frames
+from tokenfunnel.adapters.question import question_span, special_ids
 from tokenfunnel.ops.positions import prompt_positions
 from tokenfunnel.runtime.clock import ours
-from tokenfunnel.runtime.state import RUN, Layout
+from tokenfunnel.runtime.state import RUN, Layout, Selection, Visuals
 
 
 def run_of(encoded):
@@ -140,6 +141,59 @@ def shrink_frames(rt, run, input_ids: Tensor, attention_mask, position_ids, enco
     return input_ids.gather(1, new.index), mask, positions.gather(1, new.index), with_features(encoded, new.features)
 
 
+def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded):
+    """Like ``shrink`` for a plan with a select stage: per sample, ``rt.plan.select`` turns the projected tokens of
+    its images and its question into a smaller set of tokens, each at the placeholder of one input cell; samples
+    keeping different counts are padded as in ``adapters.frames``. Also returns the features that stay."""
+    token, name = rt.adapter.image_token_id, getattr(rt.plan, "name", "this method")
+    if rt.adapter.scale != 1:
+        raise ValueError(f"{name} needs one language-model token per patch, not {rt.adapter.family}'s")
+    if run.cells is not None or run.grid != run.patch_grid:
+        raise ValueError(f"{name} needs each image's whole patch grid after the projector, but the encoder merged it")
+    b = input_ids.shape[0]
+    h, w = run.patch_grid
+    count = images_per_sample(rt, run, input_ids, h * w)
+    per_sample = count * h * w
+    feats = torch.cat(list(encoded.pooler_output)).view(b, count, h * w, -1)
+    visual = input_ids == token
+    mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+    at = visual.nonzero()[:, 1].view(b, per_sample)  # the placeholder of input cell f * h * w + j
+    text = rt.adapter.text_model
+    layers = text.config.num_hidden_layers
+    ends, skip = special_ids(text.config)
+    picks, chosen = [], []
+    for i in range(b):
+        q = question_span(input_ids[i], mask[i], visual[i], ends, skip)
+        pixels = None if run.pixels is None else run.pixels[i * count : (i + 1) * count]
+        ids = input_ids[i, q]
+        sel: Selection = rt.plan.select(Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels))
+        picks.append(frames.Placed(at[i, sel.cells], sel.features, sel.cells))
+        chosen.append(sel)
+    new = frames.place(picks, visual, feats)
+    rt.record.encoder_tokens = list(run.tokens)
+    rt.record.encoder_original = [run.prefix + h * w] * len(run.tokens)
+    layout = Layout(
+        visual=input_ids.gather(1, new.index) == token,
+        images=[(h, w)] * count,
+        original=per_sample,
+        boxes=list(boxes(run.rows, run.cols, 1)),
+        patch_grid=(h, w),
+        cells=new.cells,
+        schedules=[list(s.counts) for s in chosen],
+        stage={key: [s.info[key] for s in chosen] for key in chosen[0].info},
+    )
+    rt.record.layout = layout
+    whole = all(len(s.cells) == per_sample and all(c == per_sample for c in s.counts) for s in chosen)
+    if whole and all(bool((s.sizes == 1).all()) for s in chosen):  # every token kept as it was: the model as it is
+        rt.record.llm_visual_tokens = [per_sample] * layers
+        rt.record.kept_cells = [torch.arange(per_sample).expand(b, -1)] * layers
+        return None
+    positions = (position_ids if position_ids is not None else prompt_positions(mask)).expand(b, -1)
+    mask = mask.gather(1, new.index).masked_fill(new.pad, 0)
+    rt.pending = layout
+    return input_ids.gather(1, new.index), mask, positions.gather(1, new.index), with_features(encoded, new.features)
+
+
 def with_features(encoded, features: Tensor):
     """A copy of the encoder output that carries ``features`` instead (the caller's object stays as it was)."""
     out = BaseModelOutputWithPooling(last_hidden_state=encoded.last_hidden_state, pooler_output=list(features))
@@ -153,6 +207,8 @@ def call_shrunk(rt, original, run, input_ids: Tensor, attention_mask, position_i
         with ours():
             if getattr(rt.plan, "temporal", None) is not None:
                 shrunk = shrink_frames(rt, run, input_ids, attention_mask, position_ids, encoded)
+            elif getattr(rt.plan, "select", None) is not None:
+                shrunk = shrink_set(rt, run, input_ids, attention_mask, position_ids, encoded)
             else:
                 shrunk = shrink(rt, run, input_ids, attention_mask, position_ids)
                 shrunk = shrunk and (*shrunk, encoded)

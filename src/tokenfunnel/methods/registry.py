@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import fields
 
 from tokenfunnel.methods.dart import DART, DARTConfig
+from tokenfunnel.methods.difficulty import Difficulty, DifficultyConfig
 from tokenfunnel.methods.downsample import Downsample, DownsampleConfig
 from tokenfunnel.methods.fastv import FastV, FastVConfig
+from tokenfunnel.methods.lod import LOD, LODConfig
 from tokenfunnel.methods.luvc import LUVC, LUVCConfig
 from tokenfunnel.methods.pdrop import PDrop, PDropConfig
 from tokenfunnel.methods.pool import Pool, PoolConfig
@@ -30,6 +32,9 @@ METHODS = {
     "pvc": (PVCConfig, PVC),
     "pvc-frames": (FrameMergeConfig, PVC),
     "pvc-tokens": (TokenStaticConfig, PVC),
+    # budgets that follow the question (lod: keep optional, scales its tiers) and the input's difficulty (no keep)
+    "lod": (LODConfig, LOD),
+    "difficulty": (DifficultyConfig, Difficulty),
 }
 
 

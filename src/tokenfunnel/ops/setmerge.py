@@ -90,3 +90,14 @@ def dominant_contextual(importance: Tensor, metric: Tensor, dominant: int, conte
     nearest.scatter_(1, pick.expand(b, -1), torch.arange(contextual, device=metric.device).expand(b, -1))
     assign.scatter_(1, rest, dominant + nearest)
     return assign, torch.cat([top, targets], dim=1)
+
+
+def group_mean(x: Tensor, size: Tensor, assign: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """Size-weighted mean of ``x`` (N, C) over the ``m`` groups of ``assign`` (N,) -> (m, C), and the summed sizes.
+    A group of one token is that token exactly."""
+    weight = size.to(x.dtype)[:, None]
+    total = x.new_zeros(m, x.shape[1]).index_add_(0, assign, x * weight)
+    sizes = size.new_zeros(m).index_add_(0, assign, size)
+    if bool((sizes == 0).any()):
+        raise ValueError("every group needs at least one token; an empty group has no mean")
+    return total / sizes[:, None].to(x.dtype), sizes

@@ -67,6 +67,7 @@ class Runtime:
         return None if resize is None else resize(h, w)
 
     def _vision_forward(self, original, pixel_values, *args, **kwargs):
+        given = pixel_values
         h, w = self.adapter.patch_grid(pixel_values)
         seen = self.input_grid(h, w)
         if seen is not None and seen != (h, w):
@@ -83,6 +84,8 @@ class Runtime:
         self.run = encoder.start_run(
             pixel_values.shape[0], h, w, self.adapter.prefix, steps, self.plan.proportional, pixel_values.device, seen
         )
+        if getattr(self.plan, "needs_pixels", False):  # e.g. difficulty reads the image itself
+            self.run.pixels = given
         try:
             out = original(pixel_values, *args, **kwargs)
         finally:

@@ -76,10 +76,15 @@ def prefill(
     valid = mask.bool()
     # visual slots that hold a token; only a temporal stage leaves empty ones (padding samples to one count)
     live = valid.gather(1, visual.nonzero()[:, 1].view(b, -1))
-    ragged = layout.cells is not None and not bool(live.all())
-    counts, per = _counts(plan, live, layout.original, len(layers)) if ragged else (None, None)
-    if not ragged:
-        counts = plan.llm_counts(entering, layout.original, len(layers))
+    if layout.schedules is not None:  # a select stage chose each sample's counts
+        per = torch.tensor(layout.schedules, device=embeds.device)
+        ragged = bool((per != per[0]).any()) or not bool(live.all())
+        counts = per.max(dim=0).values.tolist() if ragged else list(layout.schedules[0])
+    else:
+        ragged = layout.cells is not None and not bool(live.all())
+        counts, per = _counts(plan, live, layout.original, len(layers)) if ragged else (None, None)
+        if not ragged:
+            counts = plan.llm_counts(entering, layout.original, len(layers))
     if use_cache and cache is None:
         cache = DynamicCache(config=model.config)
     impl = _impl(model)

@@ -25,6 +25,7 @@ class EncoderRun:
     # once a merge gives up the grid (ToMe, VisionZip), tokens are a set in raster order of their cells:
     cells: Tensor | None = None  # (I, n) the patch (raster index of the unmerged grid) whose placeholder each takes
     cover: Tensor | None = None  # (I, n, 4) [row0, row1, col0, col1] the original patches each covers
+    pixels: Tensor | None = None  # the images the tower was given, kept only for plans that read them (needs_pixels)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -52,6 +53,29 @@ class ScoreInput:
     valid: Tensor | None = None  # (B, T) False at padding
     rope: tuple[Tensor, Tensor] | None = None  # the layer's (cos, sin) position embeddings for ``sequence``
     present: Tensor | None = None  # (B, n) False at slots that hold no token (see Layout.cells); None: all hold one
+
+
+@dataclass
+class Visuals:
+    """One sample's visual tokens after the projector, for a plan's ``select`` stage (see ``adapters.sets``)."""
+
+    features: Tensor  # (F, n, D) each image's projected tokens, raster over ``grid``
+    grid: tuple[int, int]  # (h, w) of each image
+    question: Tensor  # (q, D) the question's tokens in the language model's input embedding space
+    question_ids: Tensor  # (q,) their ids
+    layers: int  # decoder layers of the language model
+    pixels: Tensor | None = None  # (F, 3, H, W) the images as the model got them, when the plan ``needs_pixels``
+
+
+@dataclass
+class Selection:
+    """What a ``select`` stage keeps of one sample: a set of tokens, each a merge of a group of input cells."""
+
+    features: Tensor  # (k, D) the tokens, in the order of ``cells``
+    cells: Tensor  # (k,) increasing: the input cell (image f, cell j -> f * n + j) whose placeholder each takes
+    sizes: Tensor  # (k,) input cells merged into each
+    counts: list[int]  # visual tokens entering each decoder layer (counts[0] <= k)
+    info: dict  # what the stage decided, for report()
 
 
 class Plan(Protocol):
@@ -85,6 +109,9 @@ class Layout:
     # (B,) or (3, B): the position decoding continues from, when the kept positions cannot tell (M-RoPE: the
     # unshrunk prompt's largest position in any row, which a dropped video slice may have held, + 1)
     next_position: Tensor | None = None
+    # per sample, the visual tokens entering each decoder layer, when a select stage decided them per sample
+    schedules: list[list[int]] | None = None
+    stage: dict | None = None  # what a select stage did, per sample, for report()
 
 
 @dataclass
@@ -122,4 +149,6 @@ class Record:
         out["kept"] = [[[c for c in row if c >= 0] for row in cells.tolist()] for cells in self.kept_cells]
         if lay.temporal is not None:
             out["temporal"] = {k: list(v) for k, v in lay.temporal.items()}
+        if lay.stage is not None:
+            out["stage"] = {k: list(v) for k, v in lay.stage.items()}
         return out

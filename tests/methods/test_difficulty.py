@@ -1,0 +1,145 @@
+"""difficulty on tiny random LLaVAs: the tier follows the image and the question, samples of different tiers in one
+batch equal each alone, remove() restores the model, report() adds up, and refusals (the tokenizer included)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tokenfunnel
+from tiny import IMAGE_PX, IMAGE_TOKEN, LONG, PATCHES, SHORT, batch, build, generate, logits, sample_ids
+from tokenfunnel.methods.difficulty import IMAGENET_MEAN, IMAGENET_STD
+from tokenfunnel.runtime.patch import MARK
+
+LAYERS = 6
+WORDS = {9: "how many", 10: "why", 11: "not", 12: "circles"}
+
+
+class Words:
+    """A tokenizer stand-in: ids 9..12 are the words above, any other id is the word "shape"."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(WORDS.get(i, "shape") for i in ids)
+
+
+def normalised(image: torch.Tensor) -> torch.Tensor:
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    return (image - mean) / std
+
+
+def flat() -> torch.Tensor:
+    return normalised(torch.full((3, IMAGE_PX, IMAGE_PX), 0.5))
+
+
+def busy(seed: int = 0) -> torch.Tensor:
+    """Many small coloured squares on white: edges, colour variance and more than ten objects."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.ones(3, IMAGE_PX, IMAGE_PX)
+    for r in range(5):
+        for c in range(5):
+            img[:, 4 + 22 * r : 16 + 22 * r, 4 + 22 * c : 16 + 22 * c] = torch.rand(3, 1, 1, generator=g) * 0.5
+    return normalised(img)
+
+
+def sample(question: list[int], image: torch.Tensor) -> dict:
+    inputs = batch([[5, 6] + [IMAGE_TOKEN] * PATCHES + question])
+    inputs["pixel_values"] = image[None]
+    return inputs
+
+
+EASY = ([12, 13], flat())  # "circles shape" about a flat grey image
+HARD = ([9, 10, 11, 12] + [13] * 16, busy())  # a long counting, reasoning, negated question about a busy image
+
+
+def together(samples: list[dict]) -> dict:
+    width = max(s["input_ids"].shape[1] for s in samples)
+    pad = [width - s["input_ids"].shape[1] for s in samples]
+    return {
+        "input_ids": torch.cat(
+            [torch.nn.functional.pad(s["input_ids"], (p, 0)) for s, p in zip(samples, pad, strict=True)]
+        ),
+        "attention_mask": torch.cat(
+            [torch.nn.functional.pad(s["attention_mask"], (p, 0)) for s, p in zip(samples, pad, strict=True)]
+        ),
+        "pixel_values": torch.cat([s["pixel_values"] for s in samples]),
+    }
+
+
+def test_the_tier_follows_the_image_and_the_question():
+    model = build()
+    with tokenfunnel.compress(model, "difficulty", tokenizer=Words()) as handle:
+        logits(model, sample(*EASY))
+        easy = handle.report()
+        logits(model, sample(*HARD))
+        hard = handle.report()
+    assert easy["stage"]["tier"] == ["easy"] and easy["stage"]["question_text"] == ["circles shape"]
+    # edges and colour of a drawing stay low, so even this pair falls short of "very hard" (>= 0.85)
+    assert hard["stage"]["tier"] == ["hard"] and hard["stage"]["question"] == [1.0]
+    assert easy["stage"]["budget"] == [round(64 * PATCHES / 576)] and hard["stage"]["budget"] == [
+        round(256 * PATCHES / 576)
+    ]
+    for report in (easy, hard):  # the budget is the mean count over the decoder layers
+        assert report["keep"] == pytest.approx(report["stage"]["budget"][0] / PATCHES, abs=1 / PATCHES)
+        assert report["keep"] == pytest.approx(sum(report["llm_visual_tokens"]) / (LAYERS * PATCHES), abs=1e-6)
+        counts = report["llm_visual_tokens"]
+        assert counts == sorted(counts, reverse=True) and counts[0] <= 1.5 * report["stage"]["budget"][0]
+
+
+def test_a_batch_of_different_tiers_equals_each_sample_alone():
+    model = build()
+    alone = [sample(*EASY), sample(*HARD)]
+    both = together(alone)
+    with tokenfunnel.compress(model, "difficulty", tokenizer=Words()) as handle:
+        out, gen = logits(model, both), generate(model, both)
+        report = handle.report()
+        assert report["stage"]["tier"] == ["easy", "hard"]
+        for row, one in enumerate(alone):
+            assert torch.allclose(out[row, -1], logits(model, one)[0, -1], atol=1e-5)
+            assert torch.equal(gen[row], generate(model, one)[0])
+            assert handle.report()["llm_visual_tokens"] == report["llm_visual_tokens"][row]
+    assert report["keep"] == pytest.approx(sum(report["keep_per_sample"]) / 2, abs=1e-6)
+
+
+def test_random_prompts_batch_like_single_runs_and_remove_restores_the_model():
+    model = build()
+    samples = [sample_ids(SHORT), sample_ids(LONG, seed=1)]
+    both = batch(samples)
+    ref = logits(model, both)
+    with tokenfunnel.compress(model, "difficulty", tokenizer=Words(), cascade=False) as handle:
+        out = logits(model, both)
+        report = handle.report()
+        for row, s in enumerate(samples):
+            one = batch([s])
+            one["pixel_values"] = both["pixel_values"][row : row + 1]
+            assert torch.allclose(out[row, -1], logits(model, one)[0, -1], atol=1e-5)
+    counts = report["llm_visual_tokens"]
+    rows = counts if isinstance(counts[0], list) else [counts] * 2
+    assert all(len(set(r)) == 1 for r in rows)  # no cascade: the reduced set at every layer
+    assert torch.equal(logits(model, both), ref) and not hasattr(model, MARK)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(), "pass the processor's tokenizer"),
+        (dict(tokenizer=Words(), budgets=(64, 144, 144, 400)), "tier budgets must increase"),
+        (dict(tokenizer=Words(), budgets=(64, 144, 256, 600)), "larger than the 576-token input"),
+        (dict(tokenizer=Words(), budgets=(64, 144)), "make 4 tiers"),
+        (dict(tokenizer=Words(), bounds=(0.6, 0.3, 0.85)), "bounds must increase"),
+        (dict(tokenizer=Words(), merge_keep=1.0), "merge_keep must be"),
+        (dict(tokenizer=Words(), keep=0.25), "takes no keep"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_patched(options, message):
+    model = build()
+    with pytest.raises((ValueError, TypeError), match=message):
+        tokenfunnel.compress(model, "difficulty", **options)
+    assert not hasattr(model, MARK)
+
+
+def test_a_question_with_no_tokens_is_refused():
+    model = build()
+    inputs = batch([[5, 6] + [IMAGE_TOKEN] * PATCHES])
+    with tokenfunnel.compress(model, "difficulty", tokenizer=Words()):
+        with pytest.raises(ValueError, match="no question text after its last image"):
+            logits(model, inputs)
