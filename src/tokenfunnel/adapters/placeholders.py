@@ -2,6 +2,10 @@
 Idefics3/SmolVLM and InternVL (pixel shuffle by s). After OIM each image's run is shrunk to the tokens the encoder
 kept: each token takes the placeholder, and so the position, of the block that holds its centre patch; text keeps
 the positions of the unmerged prompt.
+
+Plans with a stage between the projector and the language model (LLaVA family) shrink the runs themselves:
+``temporal`` (pvc) folds the frames of a video, ``select`` (lod, difficulty) turns each sample's tokens and question
+into a smaller set, each token at the placeholder of one of its cells.
 """
 
 from __future__ import annotations

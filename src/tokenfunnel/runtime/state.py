@@ -57,7 +57,8 @@ class ScoreInput:
 
 @dataclass
 class Visuals:
-    """One sample's visual tokens after the projector, for a plan's ``select`` stage (see ``adapters.sets``)."""
+    """One sample's visual tokens after the projector, for a plan's ``select`` stage (see
+    ``adapters.placeholders.shrink_set``)."""
 
     features: Tensor  # (F, n, D) each image's projected tokens, raster over ``grid``
     grid: tuple[int, int]  # (h, w) of each image
