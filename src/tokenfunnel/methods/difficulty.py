@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from tokenfunnel.methods.common import EncoderSide
-from tokenfunnel.methods.luvc import grid_scores
+from tokenfunnel.methods.luvc import grid_scores, spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.difficulty import (
     Weights,
@@ -162,8 +162,4 @@ class Difficulty(EncoderSide):
         raise RuntimeError("difficulty's counts are chosen per sample by its select stage")  # the layout carries them
 
     def score(self, inputs: ScoreInput) -> Tensor:
-        x = inputs.hidden
-        norm = getattr(inputs.layer, "input_layernorm", None)
-        if norm is not None:
-            x = norm(x)
-        return grid_scores(x.float(), inputs.cells, inputs.images, self.config.cutoff, inputs.present)
+        return spectral_score(inputs, self.config.cutoff)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from tokenfunnel.methods.common import EncoderSide, check_keep, decoder_layers
-from tokenfunnel.methods.luvc import grid_scores
+from tokenfunnel.methods.luvc import spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.relevance import REDUCE, allot, check_tiers, group_by_relevance, region_means, regions, relevance
 from tokenfunnel.ops.setmerge import group_mean
@@ -130,8 +130,4 @@ class LOD(EncoderSide):
         raise RuntimeError("lod's counts are chosen per sample by its select stage")  # the layout carries them
 
     def score(self, inputs: ScoreInput) -> Tensor:
-        x = inputs.hidden
-        norm = getattr(inputs.layer, "input_layernorm", None)
-        if norm is not None:
-            x = norm(x)
-        return grid_scores(x.float(), inputs.cells, inputs.images, self.config.cutoff, inputs.present)
+        return spectral_score(inputs, self.config.cutoff)

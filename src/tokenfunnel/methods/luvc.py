@@ -100,6 +100,15 @@ class LUVC:
         return scores if c.prefer == "high" else -scores
 
 
+def spectral_score(inputs: ScoreInput, cutoff: float) -> Tensor:
+    """LUVC's default score (2D spectrum of the layer's normalised input), for methods that rank as LUVC does."""
+    x = inputs.hidden
+    norm = getattr(inputs.layer, "input_layernorm", None)
+    if norm is not None:
+        x = norm(x)
+    return grid_scores(x.float(), inputs.cells, inputs.images, cutoff, inputs.present)
+
+
 def grid_scores(
     x: Tensor, cells: Tensor, images: list[tuple[int, int]], cutoff: float, present: Tensor | None = None
 ) -> Tensor:

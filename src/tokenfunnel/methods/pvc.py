@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from tokenfunnel.methods.common import oim_steps
-from tokenfunnel.methods.luvc import grid_scores
+from tokenfunnel.methods.luvc import spectral_score
 from tokenfunnel.ops.budget import check_schedule, stages
 from tokenfunnel.ops.temporal import FrameMerge, changed_tokens, merge_frames
 from tokenfunnel.runtime.state import ScoreInput
@@ -122,8 +122,4 @@ class PVC:
         return stages(entering, layers, self.config.schedule)
 
     def score(self, inputs: ScoreInput) -> Tensor:
-        x = inputs.hidden
-        norm = getattr(inputs.layer, "input_layernorm", None)
-        if norm is not None:
-            x = norm(x)
-        return grid_scores(x.float(), inputs.cells, inputs.images, self.config.cutoff, inputs.present)
+        return spectral_score(inputs, self.config.cutoff)
