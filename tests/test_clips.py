@@ -59,7 +59,7 @@ def test_frames_are_jittered_noisy_copies_of_two_pictures(clip_samples):
 
 def test_insert_placement_and_question_follow_the_variant(clip_samples):
     known = {(q.text, q.answer, q.image_id) for q in easyvqa.questions("test")}
-    looks = clips._looks("test")
+    looks = easyvqa.looks_of("test")
     for sample in clip_samples:
         meta = sample.meta
         inserted = meta["inserted_frames"]
@@ -83,7 +83,7 @@ def test_insert_placement_and_question_follow_the_variant(clip_samples):
 
 
 def test_frame_count_and_image_restriction():
-    ids = sorted(clips._looks("train"))[:40]
+    ids = sorted(easyvqa.looks_of("train"))[:40]
     samples = clips.clip_set(9, seed=1, split="train", image_ids=ids, frames=8)
     assert all(len(s.frames) == 8 for s in samples)
     assert all(set(s.image_ids) <= set(ids) for s in samples)
@@ -117,7 +117,7 @@ def test_bad_clip_requests_fail_clearly(kwargs, message):
 
 
 def test_a_single_picture_cannot_make_a_clip():
-    only = min(clips._looks("test"))
+    only = min(easyvqa.looks_of("test"))
     with pytest.raises(ValueError, match=f"differs from image {only} in shape and colour"):
         clips.clip_set(1, image_ids=[only])
 
@@ -129,5 +129,5 @@ def test_clip_sets_by_name():
     test = data.load_items("easyvqa-clips", 4, seed=0)
     assert [s.question for s in test] == [s.question for s in clips.clip_set(4, seed=0)]
     dev = data.load_items("easyvqa-clips-dev", 4, seed=0)
-    unseen = set(data._dev_ids())
+    unseen = set(easyvqa.dev_ids())
     assert all(len(s.frames) == 16 and set(s.image_ids) <= unseen for s in dev)

@@ -106,8 +106,9 @@ def _answer(model, processor, image, question: str, max_new_tokens: int = 8) -> 
 
 def _compressed_answer(model, processor, image, question: str, method: str, keep: float) -> dict:
     import tokenfunnel
+    from tokenfunnel.methods.registry import processor_options
 
-    with tokenfunnel.compress(model, method, keep=keep) as handle:
+    with tokenfunnel.compress(model, method, keep=keep, **processor_options(method, processor)) as handle:
         out = _answer(model, processor, image, question)
         report = handle.report()
     out["visual_tokens"] = report["visual_tokens"]
@@ -116,6 +117,7 @@ def _compressed_answer(model, processor, image, question: str, method: str, keep
     return out
 
 
+DATASET_HELP = "easyvqa, easyvqa-grid, easyvqa-mixed, easyvqa-clips (test split), or one of them with -dev."
 KEEP_HELP = "FLOP-equivalent fraction of visual tokens to keep (default {default}; pvc* take none)."
 
 
@@ -219,11 +221,13 @@ def show(
 
     import tokenfunnel
     from tokenfunnel.eval.scoring import prompt_positions
+    from tokenfunnel.methods.registry import processor_options
     from tokenfunnel.viz.kept import kept_figure, picture
 
     model, processor = _load(quiet=False)
     batch = processor([picture_in], [question])
-    with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep) as handle:
+    options = processor_options(method, processor)
+    with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep, **options) as handle:
         model(**batch, position_ids=prompt_positions(batch["attention_mask"]))
         report = handle.report()
     ip = processor.llava.image_processor
@@ -234,7 +238,11 @@ def show(
 
 @app.command("eval")
 def evaluate(
-    dataset: str = typer.Option(..., "--dataset", help="easyvqa, easyvqa-grid or easyvqa-clips."),
+    dataset: str = typer.Option(
+        ...,
+        "--dataset",
+        help=DATASET_HELP,
+    ),
     samples: int = typer.Option(300, "--samples", help="Number of test questions."),
     seed: int = typer.Option(0, "--seed", help="Seed that draws the questions (and mosaics)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per forward pass."),
@@ -246,8 +254,8 @@ def evaluate(
     keep = _check_method(method, keep, 1.0)
     from tokenfunnel.data.easyvqa import DATASETS
 
-    if dataset not in DATASETS:
-        fail(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    if dataset.removesuffix("-dev") not in DATASETS:
+        fail(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}, or one of them with -dev")
     if samples <= 0:
         fail(f"--samples must be a positive number of questions, got {samples}")
     if batch_size <= 0:
@@ -304,7 +312,9 @@ def bench(
         "bundled", "--model", help="bundled, llava-7b-shape (random weights: timing/FLOPs only) or a model folder."
     ),
     dataset: str = typer.Option(
-        "easyvqa-grid", "--dataset", help="easyvqa, easyvqa-grid, easyvqa-clips (test split), or one of them with -dev."
+        "easyvqa-grid",
+        "--dataset",
+        help=DATASET_HELP,
     ),
     methods: str = typer.Option("all", "--methods", help="Comma-separated methods, or all; none is always run."),
     keep: str = typer.Option("0.5,0.25,0.11", "--keep", help="Comma-separated FLOP-equivalent keeps."),

@@ -143,3 +143,23 @@ def test_a_question_with_no_tokens_is_refused():
     with tokenfunnel.compress(model, "difficulty", tokenizer=Words()):
         with pytest.raises(ValueError, match="no question text after its last image"):
             logits(model, inputs)
+
+
+class Processor:
+    tokenizer = Words()
+
+
+def test_bench_settings_hand_the_processor_tokenizer_to_methods_that_read_the_question():
+    from tokenfunnel.bench.settings import Setting, refusal
+    from tokenfunnel.methods.registry import processor_options, reads_question
+
+    assert reads_question("difficulty") and not reads_question("luvc")
+    assert processor_options("luvc", Processor()) == {} and "tokenizer" in processor_options("difficulty", Processor())
+    model = build()
+    setting = Setting("difficulty", None)
+    assert refusal(model, setting, Processor()) is None
+    assert "pass the processor's tokenizer" in refusal(model, setting)  # a shape-only model has no processor
+    with setting.applied(model, Processor()) as handle:
+        logits(model, sample(*EASY))
+        assert handle.report()["stage"]["tier"] == ["easy"]
+    assert not hasattr(model, MARK)

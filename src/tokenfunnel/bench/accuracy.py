@@ -29,7 +29,7 @@ def score_shard(
     candidates = easyvqa.answers()
     out: dict = {"index": [], "answer": [], "correct": [], "kind": [], "keep": [], "visual": []}
     try:
-        with setting.applied(bench.model) as handle:
+        with setting.applied(bench.model, bench.processor) as handle:
             for start in range(0, len(indices), batch_size):
                 chunk = [items[i] for i in indices[start : start + batch_size]]
                 images, questions = [easyvqa.model_input(s) for s in chunk], [s.question for s in chunk]

@@ -1,34 +1,25 @@
 """The question sets a benchmark can run on: easy-VQA test sets, and dev sets for choosing hyper-parameters.
 
-``easyvqa``/``easyvqa-grid``/``easyvqa-clips`` come from the test split. Their ``-dev`` twins come from easy-VQA
-*training* images that the bundled VLM's training never showed (``models.train.dev_image_ids``): settings are
-chosen there, and the test split only reports them.
+``easyvqa``/``easyvqa-grid``/``easyvqa-mixed``/``easyvqa-clips`` come from the test split. Their ``-dev`` twins come
+from easy-VQA *training* images that the bundled VLM's training never showed (``models.train.dev_image_ids``):
+settings are chosen there, and the test split only reports them.
 """
 
 from __future__ import annotations
 
-from functools import cache
-
 from tokenfunnel.bench.errors import BenchError
-from tokenfunnel.data import clips, easyvqa
+from tokenfunnel.data import easyvqa
 
-DATASETS = ("easyvqa", "easyvqa-grid", "easyvqa-clips", "easyvqa-dev", "easyvqa-grid-dev", "easyvqa-clips-dev")
-
-
-@cache
-def _dev_ids() -> tuple[int, ...]:
-    from tokenfunnel.models.train import dev_image_ids
-
-    return tuple(dev_image_ids())
+DATASETS = tuple(name + suffix for suffix in ("", "-dev") for name in easyvqa.DATASETS)
 
 
 def _source(name: str) -> tuple[str, tuple[int, ...] | None]:
-    return ("train", _dev_ids()) if name.endswith("-dev") else ("test", None)
+    return ("train", easyvqa.dev_ids()) if name.endswith("-dev") else ("test", None)
 
 
 def capacity(name: str) -> int | None:
     """How many questions the set can hold; ``None`` when unbounded (mosaics and clips are drawn with replacement)."""
-    if "grid" in name or "clips" in name:
+    if "grid" in name or "mixed" in name or "clips" in name:
         return None
     split, ids = _source(name)
     allowed = None if ids is None else set(ids)
@@ -54,9 +45,7 @@ def check(name: str, samples: int) -> None:
 def load_items(name: str, samples: int, seed: int) -> list[easyvqa.Sample]:
     """The ``samples`` questions of set ``name`` drawn with ``seed`` (the same on every rank)."""
     check(name, samples)
-    split, ids = _source(name)
-    draw = easyvqa.grid_set if "grid" in name else clips.clip_set if "clips" in name else easyvqa.single_set
     try:
-        return draw(samples, seed, split=split, image_ids=ids)
+        return easyvqa.load_set(name, samples, seed)
     except (IndexError, ValueError) as error:
         raise BenchError(f"cannot draw {samples} questions from {name}: {error}") from None

@@ -82,7 +82,7 @@ def profile(bench: BenchModel, batch: dict, setting: Setting) -> dict:
     """Token counts, FLOPs, KV-cache bytes, peak memory and decode rate of ``setting`` on one batch-1 prompt."""
     visual = int((batch["input_ids"][0] == bench.image_token_id).sum())
     text = int(batch["attention_mask"][0].sum()) - visual
-    with setting.applied(bench.model) as handle:
+    with setting.applied(bench.model, bench.processor) as handle:
         layers = bench.adapter.encoder_layers or list(getattr(bench.adapter.vision_tower, "blocks", []))
         with encoder_counter(layers) as counted:
             peak, out = peak_bytes(lambda: prefill(bench, batch), bench.device)

@@ -23,18 +23,17 @@ class Setting:
         return self.method == "none"
 
     @contextmanager
-    def applied(self, model) -> Iterator[object | None]:
-        """The model compressed with this setting for the block (yields the handle; ``None`` for ``none``)."""
+    def applied(self, model, processor=None) -> Iterator[object | None]:
+        """The model compressed with this setting for the block (yields the handle; ``None`` for ``none``). Methods
+        that read the question get the ``processor``'s tokenizer."""
         if self.baseline:
             yield None
             return
         import tokenfunnel
+        from tokenfunnel.methods.registry import processor_options
 
-        with (
-            tokenfunnel.compress(model, self.method, keep=self.keep)
-            if self.keep is not None
-            else tokenfunnel.compress(model, self.method) as handle
-        ):
+        options = processor_options(self.method, processor)
+        with tokenfunnel.compress(model, self.method, keep=self.keep, **options) as handle:
             yield handle
 
 
@@ -60,12 +59,13 @@ def settings_for(methods: list[str], keeps: list[float]) -> list[Setting]:
     return out
 
 
-def refusal(model, setting: Setting) -> str | None:
-    """The message of the ValueError a method raises for a keep it cannot reach, else ``None`` (nothing runs)."""
+def refusal(model, setting: Setting, processor=None) -> str | None:
+    """The message of the ValueError a method raises for a keep it cannot reach (or for a model it cannot read the
+    question of: no processor), else ``None`` (nothing runs)."""
     if setting.baseline:
         return None
     try:
-        with setting.applied(model):
+        with setting.applied(model, processor):
             pass
     except ValueError as error:
         return str(error)

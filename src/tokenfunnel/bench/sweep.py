@@ -86,7 +86,7 @@ def run_sweep(
     """The result rows (on rank 0; ``None`` on the other ranks, whose part ends with the accuracy)."""
     steps = steps or Steps()
     settings = config.settings()
-    errors = {s.id: refusal(bench.model, s) for s in settings}
+    errors = {s.id: refusal(bench.model, s, bench.processor) for s in settings}
     runnable = [s for s in settings if errors[s.id] is None]
     if group.main:
         store.start()

@@ -62,7 +62,7 @@ def time_prompt(
     """``{setting id: {field: [seconds of each timed repeat]}}`` for one prompt, settings interleaved."""
     out = {}
     for setting in settings:
-        with setting.applied(bench.model):
+        with setting.applied(bench.model, bench.processor):
             measure(bench, batch)  # warm-up: caches, allocator, lazy initialisation
             runs = [measure(bench, batch) for _ in range(repeats)]
         out[setting.id] = {name: [run[name] for run in runs] for name in FIELDS}

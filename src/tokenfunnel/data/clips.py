@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection
-from functools import cache
 
 import numpy as np
 from PIL import Image
 
-from tokenfunnel.data.easyvqa import KINDS, Sample, _check_samples, _questions_by_image, load_image
+from tokenfunnel.data.easyvqa import KINDS, Sample, _check_samples, _questions_by_image, load_image, looks_of
 
 VARIANTS = ("middle", "last")
 MIN_FRAMES = 8  # room for 2-3 inserted frames with the main picture still on most frames, around them in `middle`
@@ -33,16 +32,6 @@ NOISE = 3.0  # standard deviation of the per-pixel noise, in 0-255 grey levels
 
 def last_question(text: str) -> str:
     return f"In the last picture, {text}"
-
-
-@cache
-def _looks(split: str) -> dict[int, tuple[str, str]]:
-    """(shape, colour) of every image that has both a shape and a colour question (their answers say it)."""
-    out = {}
-    for image_id, by_kind in _questions_by_image(split).items():
-        if by_kind["shape"] and by_kind["color"]:
-            out[image_id] = (by_kind["shape"][0].answer, by_kind["color"][0].answer)
-    return out
 
 
 def clip_set(
@@ -67,7 +56,7 @@ def clip_set(
             f"got {frames}"
         )
     rng = random.Random(seed)
-    looks = _looks(split)
+    looks = looks_of(split)
     ids = sorted(looks if image_ids is None else set(image_ids) & set(looks))
     table = _questions_by_image(split)
     askable = {kind: [i for i in ids if table[i][kind]] for kind in KINDS}

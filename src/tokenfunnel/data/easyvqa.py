@@ -23,7 +23,7 @@ COLORS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")
 KINDS = ("yes/no", "shape", "color")
 TILES = ("top-left", "top-right", "bottom-left", "bottom-right")
 TILE_SIZE = 64  # easy-VQA images are 64x64
-DATASETS = ("easyvqa", "easyvqa-grid", "easyvqa-clips")
+DATASETS = ("easyvqa", "easyvqa-grid", "easyvqa-mixed", "easyvqa-clips")
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,16 @@ def _questions_by_image(split: str) -> dict[int, dict[str, list[Question]]]:
     return table
 
 
+@cache
+def looks_of(split: str) -> dict[int, tuple[str, str]]:
+    """(shape, colour) of every image that has both a shape and a colour question (their answers say it)."""
+    out = {}
+    for image_id, by_kind in _questions_by_image(split).items():
+        if by_kind["shape"] and by_kind["color"]:
+            out[image_id] = (by_kind["shape"][0].answer, by_kind["color"][0].answer)
+    return out
+
+
 def mosaic(tiles: list[Image.Image]) -> Image.Image:
     """A 2x2 mosaic in reading order (top-left, top-right, bottom-left, bottom-right)."""
     size = tiles[0].size
@@ -159,16 +169,26 @@ def grid_set(
 
 
 def load_set(name: str, samples: int, seed: int = 0) -> list[Sample]:
-    """An evaluation set by name (`easyvqa`, `easyvqa-grid` or `easyvqa-clips`), from the test split."""
-    if name == "easyvqa":
-        return single_set(samples, seed)
-    if name == "easyvqa-grid":
-        return grid_set(samples, seed)
-    if name == "easyvqa-clips":
-        from tokenfunnel.data.clips import clip_set  # clips builds on this module
+    """An evaluation set by name: one of ``DATASETS`` (test split), or one of them with ``-dev`` (easy-VQA training
+    images the bundled VLM's training never showed, for choosing settings without touching the test split)."""
+    base = name.removesuffix("-dev")
+    if base not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}, or one of them with -dev")
+    split, ids = ("train", dev_ids()) if name.endswith("-dev") else ("test", None)
+    if base == "easyvqa-mixed":
+        from tokenfunnel.data.mixed import mixed_set as draw  # these build on this module
+    elif base == "easyvqa-clips":
+        from tokenfunnel.data.clips import clip_set as draw
+    else:
+        draw = grid_set if base == "easyvqa-grid" else single_set
+    return draw(samples, seed, split=split, image_ids=ids)
 
-        return clip_set(samples, seed)
-    raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+
+@cache
+def dev_ids() -> tuple[int, ...]:
+    from tokenfunnel.models.train import dev_image_ids  # the split follows the training recipe
+
+    return tuple(dev_image_ids())
 
 
 def _check_samples(samples: int) -> None:

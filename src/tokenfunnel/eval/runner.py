@@ -25,8 +25,9 @@ def evaluate(
     if method == "none":
         return {**evaluate_samples(model, processor, items, dataset, batch_size, progress), "seed": seed}
     import tokenfunnel
+    from tokenfunnel.methods.registry import processor_options
 
-    with tokenfunnel.compress(model, method, keep=keep) as handle:
+    with tokenfunnel.compress(model, method, keep=keep, **processor_options(method, processor)) as handle:
         row = evaluate_samples(model, processor, items, dataset, batch_size, progress, handle)
     return {**row, "method": method, "keep": keep, "seed": seed}
 

@@ -43,6 +43,18 @@ def takes_keep(method: str) -> bool:
     return any(f.name == "keep" for f in fields(METHODS[method][0]))
 
 
+def reads_question(method: str) -> bool:
+    """Whether ``method`` reads the question as text, so its config needs the processor's tokenizer."""
+    return method in METHODS and any(f.name == "tokenizer" for f in fields(METHODS[method][0]))
+
+
+def processor_options(method: str, processor) -> dict:
+    """What a caller holding the processor adds to ``compress(model, method, ...)`` so that every method runs from
+    its name alone: ``{"tokenizer": processor.tokenizer}`` for methods that read the question, else ``{}``."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    return {"tokenizer": tokenizer} if reads_question(method) and tokenizer is not None else {}
+
+
 def _by_config(config) -> str:
     for name, (cls, _) in METHODS.items():
         if type(config) is cls:
