@@ -155,6 +155,7 @@ class Difficulty(EncoderSide):
             "budget": budget,
             "steps": reduced.steps,
             "question_text": text,
+            "signals": {key: round(float(val), 4) for key, val in signals.items()},
         }
         return Selection(reduced.features, reduced.cells, reduced.sizes, counts, info)
 
