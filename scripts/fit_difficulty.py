@@ -9,8 +9,8 @@ easyvqa-grid-dev and easyvqa-mixed-dev. Steps:
    (the tier's budget, the same reduction and cascade as ``difficulty``): a question "needs" the lowest tier whose
    answer equals the uncompressed one (the last tier when none does).
 2. Its signals (edges, colour variance, objects, length, negation, counting, reasoning), as ``difficulty`` reads them.
-3. Non-negative least squares from the signals to the midpoint of the needed tier's difficulty interval: the fitted
-   weights (``Weights(mix=(1, 1), image=..., question=...)``, the same formula).
+3. Non-negative least squares from the signals (and a constant) to the midpoint of the needed tier's difficulty
+   interval: the fitted weights (``Weights(mix=(1, 1), image=..., question=..., bias=...)``, the same formula).
 4. ``difficulty`` with the design's weights and with the fitted ones, and LUVC at each one's realised mean keep:
    accuracy and agreement with the uncompressed answers. The better weights are the ones whose accuracy beats
    LUVC's at equal keep by more (ties: the design's).
@@ -113,10 +113,12 @@ def main() -> None:
     # 2-3. signals (read by a run with the design's weights, which also gives its own row) and the fit
     got_design, keeps_design, stages = answers(model, processor, items, design, args.batch)
     x = np.array([features(st["signals"], design.weights) for st in stages])
-    coef, residual = nnls(x, target)
-    fitted = Weights(mix=(1.0, 1.0), image=tuple(coef[:3].round(4)), question=tuple(coef[3:].round(4)))
+    # the bias enters as a constant signal of 1; NNLS keeps it >= 0 too (no question is easier than easy)
+    coef, residual = nnls(np.hstack([x, np.ones((len(x), 1))]), target)
+    coef, bias = coef[:-1].round(4), float(coef[-1].round(4))
+    fitted = Weights(mix=(1.0, 1.0), image=tuple(coef[:3]), question=tuple(coef[3:]), bias=bias)
     baseline = float(np.mean((target - target.mean()) ** 2))
-    fit_mse = float(np.mean((x @ coef - target) ** 2))
+    fit_mse = float(np.mean((x @ coef + bias - target) ** 2))
     design_mse = float(np.mean((x @ design_coefficients(design.weights) - target) ** 2))
 
     # 4. both weightings against LUVC at the same realised keep
@@ -151,7 +153,12 @@ def main() -> None:
         "tier_agreement": [round(agreement(t, reference), 4) for t in tiers],
         "needed_tier_counts": [needed.count(t) for t in range(len(tiers))],
         "signals": list(SIGNALS),
-        "fitted_weights": {"mix": list(fitted.mix), "image": list(fitted.image), "question": list(fitted.question)},
+        "fitted_weights": {
+            "mix": list(fitted.mix),
+            "image": list(fitted.image),
+            "question": list(fitted.question),
+            "bias": fitted.bias,
+        },
         "fit_mse": {"fitted": round(fit_mse, 5), "design": round(design_mse, 5), "constant": round(baseline, 5)},
         "nnls_residual": round(float(residual), 4),
         "rows": rows,

@@ -105,3 +105,9 @@ def test_near_duplicates_are_folded_but_never_below_the_budget():
     assert reduce_to(x, torch.arange(6), 6, _spectral_stand_in).steps == []
     with pytest.raises(ValueError, match="at least one token"):
         reduce_to(x, torch.arange(8), 0, _spectral_stand_in)
+
+
+def test_a_bias_shifts_every_difficulty_alike():
+    signals = {"edges": 0.2, "colour": 0.1, "objects": 3, "length": 8, "negation": 0, "counting": 0, "reasoning": 1}
+    plain, shifted = difficulty(signals), difficulty(signals, Weights(bias=0.25))
+    assert shifted[0] == pytest.approx(plain[0] + 0.25) and shifted[1:] == plain[1:]

@@ -82,13 +82,15 @@ def question_signals(text: str) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Weights:
-    """Difficulty = mix[0] * image + mix[1] * question; image and question are weighted sums of their signals."""
+    """Difficulty = bias + mix[0] * image + mix[1] * question; image and question are weighted sums of their
+    signals (the design's weights have no bias; a fit on data needs one)."""
 
     mix: tuple[float, float] = (0.6, 0.4)
     image: tuple[float, float, float] = (0.3, 0.2, 0.5)  # edges, colour variance, min(1, objects / objects_full)
     question: tuple[float, float, float, float] = (0.2, 0.3, 0.3, 0.2)  # min(1, words / words_full), neg, count, why
     objects_full: float = 10.0
     words_full: float = 20.0
+    bias: float = 0.0
 
 
 def difficulty(signals: dict[str, float], weights: Weights = Weights()) -> tuple[float, float, float]:
@@ -106,7 +108,7 @@ def difficulty(signals: dict[str, float], weights: Weights = Weights()) -> tuple
         + w.question[2] * signals["counting"]
         + w.question[3] * signals["reasoning"]
     )
-    return w.mix[0] * image + w.mix[1] * question, image, question
+    return w.bias + w.mix[0] * image + w.mix[1] * question, image, question
 
 
 def tier_of(value: float, bounds: Sequence[float]) -> int:
