@@ -8,6 +8,7 @@ unmerged sequence's numbering.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from tokenfunnel.adapters import placeholders
@@ -50,6 +51,18 @@ class LlavaAdapter:
 
     def patch_grid(self, pixel_values: Tensor) -> tuple[int, int]:
         return pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size
+
+    def image_features(self, pixel_values: Tensor, **kwargs) -> Tensor:
+        """(I, n, D) projected tokens of ``pixel_values`` through the model's own tower, feature layer and projector
+        (``kwargs`` go to the tower, e.g. ``interpolate_pos_encoding``)."""
+        out = self.core.get_image_features(
+            pixel_values=pixel_values,
+            vision_feature_layer=self.config.vision_feature_layer,
+            vision_feature_select_strategy=self.strategy,
+            return_dict=True,
+            **kwargs,
+        )
+        return torch.stack(list(out.pooler_output))
 
     def install(self, runtime) -> None:
         runtime.patcher.forward(self.core, lambda original, *a, **k: self._forward(runtime, original, *a, **k))

@@ -4,8 +4,9 @@ kept: each token takes the placeholder, and so the position, of the block that h
 the positions of the unmerged prompt.
 
 Plans with a stage between the projector and the language model (LLaVA family) shrink the runs themselves:
-``temporal`` (pvc) folds the frames of a video, ``select`` (lod, difficulty) turns each sample's tokens and question
-into a smaller set, each token at the placeholder of one of its cells.
+``temporal`` (pvc) folds the frames of a video, ``select`` (lod, difficulty, detail) turns each sample's tokens and
+question into a smaller set, each token at the placeholder of one of its cells; a plan may also read a coarser view of
+each image (detail's global view), encoded by the runtime in one extra tower call.
 """
 
 from __future__ import annotations
@@ -165,16 +166,20 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
     text = rt.adapter.text_model
     layers = text.config.num_hidden_layers
     ends, skip = special_ids(text.config)
+    grid, views, extra = coarse_views(rt, run, h, w)
     picks, chosen = [], []
     for i in range(b):
         q = question_span(input_ids[i], mask[i], visual[i], ends, skip)
         pixels = None if run.pixels is None else run.pixels[i * count : (i + 1) * count]
+        view = None if views is None else views[i * count : (i + 1) * count]
         ids = input_ids[i, q]
-        sel: Selection = rt.plan.select(Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels))
+        sel: Selection = rt.plan.select(
+            Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid)
+        )
         picks.append(frames.Placed(at[i, sel.cells], sel.features, sel.cells))
         chosen.append(sel)
     new = frames.place(picks, visual, feats)
-    rt.record.encoder_tokens = list(run.tokens)
+    rt.record.encoder_tokens = [t + extra for t in run.tokens]
     rt.record.encoder_original = [run.prefix + h * w] * len(run.tokens)
     layout = Layout(
         visual=input_ids.gather(1, new.index) == token,
@@ -196,6 +201,19 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
     mask = mask.gather(1, new.index).masked_fill(new.pad, 0)
     rt.pending = layout
     return input_ids.gather(1, new.index), mask, positions.gather(1, new.index), with_features(encoded, new.features)
+
+
+def coarse_views(rt, run, h: int, w: int) -> tuple[tuple[int, int] | None, Tensor | None, int]:
+    """For a plan that reads a coarser view of each image (``view_grid``): its grid, the projected tokens of every
+    image of the batch at that grid (one tower call for the batch), and the tokens that call adds to each encoder
+    layer per image (so encoder_tokens and its FLOPs count the second pass). (None, None, 0) for other plans."""
+    view_grid = getattr(rt.plan, "view_grid", None)
+    if view_grid is None:
+        return None, None, 0
+    if run.pixels is None:
+        raise RuntimeError(f"{rt.plan.name} reads a coarser view but the runtime kept no pixels; this is a bug")
+    grid = view_grid(h, w)
+    return grid, rt.encode_view(run.pixels, grid), run.prefix + grid[0] * grid[1]
 
 
 def with_features(encoded, features: Tensor):

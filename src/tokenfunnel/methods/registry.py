@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from tokenfunnel.methods.dart import DART, DARTConfig
+from tokenfunnel.methods.detail import Detail, DetailConfig
 from tokenfunnel.methods.difficulty import Difficulty, DifficultyConfig
 from tokenfunnel.methods.downsample import Downsample, DownsampleConfig
 from tokenfunnel.methods.fastv import FastV, FastVConfig
@@ -35,6 +36,7 @@ METHODS = {
     # budgets that follow the question (lod: keep optional, scales its tiers) and the input's difficulty (no keep)
     "lod": (LODConfig, LOD),
     "difficulty": (DifficultyConfig, Difficulty),
+    "detail": (DetailConfig, Detail),  # a global view plus the details the question needs (keep: with them)
 }
 
 

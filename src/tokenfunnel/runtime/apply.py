@@ -17,6 +17,12 @@ BOOK = "_tokenfunnel_book"  # attribute of a pruned cache: (runtime, CacheBook)
 _UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states")
 
 
+def downscale(pixels: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+    """``pixels`` (I, 3, H, W) resized to a (gh, gw) patch grid: bilinear, antialiased (a smaller image, not a crop)."""
+    size = (grid[0] * patch, grid[1] * patch)
+    return F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
 class Runtime:
     """Shared state of one compressed model: the active encoder run, the layout handed to the LLM, the record."""
 
@@ -27,6 +33,7 @@ class Runtime:
         self.run: EncoderRun | None = None
         self.last_run: EncoderRun | None = None
         self.pending: Layout | None = None
+        self.bare = False  # True while the runtime itself calls the tower (encode_view): no run, no hooks
 
     # -- installation -------------------------------------------------------------------------------------------
     def install(self) -> None:
@@ -66,16 +73,30 @@ class Runtime:
         resize = getattr(self.plan, "input_grid", None)
         return None if resize is None else resize(h, w)
 
+    def encode_view(self, pixels, grid: tuple[int, int]) -> torch.Tensor:
+        """(I, gh * gw, D) projected tokens of ``pixels`` (I, 3, H, W) downsampled to the (gh, gw) patch grid, as the
+        unmodified tower and projector give them (a plan's coarser view, see ``Visuals.view``). The tower runs
+        bare: this runtime starts no encoder run for it, so its own hooks and record are left as they were."""
+        kwargs = {}
+        if "interpolate_pos_encoding" in inspect.signature(self.adapter.vision_tower.forward).parameters:
+            kwargs["interpolate_pos_encoding"] = True
+        with ours():
+            small = downscale(pixels, grid, self.adapter.patch_size)
+        saved, self.run, self.bare = self.run, None, True
+        try:
+            return self.adapter.image_features(small, **kwargs)
+        finally:
+            self.run, self.bare = saved, False
+
     def _vision_forward(self, original, pixel_values, *args, **kwargs):
+        if self.bare:
+            return original(pixel_values, *args, **kwargs)
         given = pixel_values
         h, w = self.adapter.patch_grid(pixel_values)
         seen = self.input_grid(h, w)
         if seen is not None and seen != (h, w):
             with ours():
-                p = self.adapter.patch_size
-                pixel_values = F.interpolate(
-                    pixel_values, size=(seen[0] * p, seen[1] * p), mode="bilinear", antialias=True, align_corners=False
-                )
+                pixel_values = downscale(pixel_values, seen, self.adapter.patch_size)
             if "interpolate_pos_encoding" in inspect.signature(original).parameters:
                 kwargs["interpolate_pos_encoding"] = True  # CLIP/SigLIP only stretch their positions when asked
         else:

@@ -66,6 +66,10 @@ class Visuals:
     question_ids: Tensor  # (q,) their ids
     layers: int  # decoder layers of the language model
     pixels: Tensor | None = None  # (F, 3, H, W) the images as the model got them, when the plan ``needs_pixels``
+    # when the plan asks for a coarser view (``view_grid``): (F, h' * w', D) each image's projected tokens as the
+    # unmodified tower and projector give them for the image downsampled to the (h', w') grid ``view_grid``
+    view: Tensor | None = None
+    view_grid: tuple[int, int] | None = None
 
 
 @dataclass

@@ -1,0 +1,184 @@
+"""Global + detail views (training-free, after FastVLM's low-res global / high-res detail split): the language model
+gets the tokens of a low-resolution view of each image, and only those full-resolution tokens that add what the
+global view lacks, and none at all when the question does not need details.
+
+Between the projector and the language model (LLaVA family), the runtime encodes each image a second time with the
+same tower and projector, downsampled to a coarser grid (bilinear, antialiased, positions interpolated, as the
+``downsample`` method does): its tokens are the global view. Each global token covers a block of full-resolution
+cells; a cell's novelty is 1 - cosine between its own (detail) token and its block's global token. When the
+question needs details (``ops.detail.requires_details``: spatial or text words, a long question, a busy image), the
+most novel detail tokens fill the budget beside the global tokens; a global token whose block is kept whole as
+detail is dropped and its slot goes to one more detail token. Each token takes the placeholder (so the position)
+of a cell: a detail token its own, a global token the free cell nearest its block's centre.
+
+``keep`` is the budget with details (global tokens included); without details only the global tokens enter, so the
+realised keep is lower (``handle.report()`` gives it, and per sample whether details were used and why). The default
+global grid scales each side by sqrt(global_share x keep): half the budget is global (8x8 of 16x16 at keep 0.5,
+6x6 at 0.25, 4x4 at 0.11). The encoder runs twice; encoder_tokens counts both passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenfunnel.methods.common import EncoderSide, check_keep
+from tokenfunnel.methods.difficulty import IMAGENET_MEAN, IMAGENET_STD
+from tokenfunnel.ops.detail import SPATIAL, blocks, detail_reasons, novelty, pick_details, stand_ins
+from tokenfunnel.runtime.state import Selection, Visuals
+
+DETAILS = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class DetailConfig:
+    """Options of detail.
+
+    keep: visual tokens entering the language model with details, global ones included, as a fraction of the input.
+    details: "auto" asks ``requires_details`` per sample; "always" or "never" force the detail path on or off.
+    tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; required for "auto".
+    global_share: share of the budget the default global grid takes (each side scaled by sqrt(share x keep)).
+    global_grid: (rows, cols) of the global view instead of the default; at most the patch grid.
+    words, max_words, edge_threshold, busy: the policy's spatial words, question length in words above which details
+        are needed, Sobel threshold of an edge pixel, and edge density above which details are needed.
+    image_mean, image_std: the processor's normalisation, undone to read the pixels (ImageNet's, the bundled VLM's).
+    """
+
+    keep: float = 0.25
+    details: str = "auto"
+    tokenizer: object = field(default=None, repr=False, compare=False)
+    global_share: float = 0.5
+    global_grid: tuple[int, int] | None = None
+    words: tuple[str, ...] = SPATIAL
+    max_words: int = 15
+    edge_threshold: float = 0.2
+    busy: float = 0.12
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+        if self.details not in DETAILS:
+            raise ValueError(f"details must be one of {DETAILS}, got {self.details!r}")
+        if self.details == "auto" and (self.tokenizer is None or not hasattr(self.tokenizer, "decode")):
+            raise ValueError(
+                "detail reads the question as text to decide on details: pass the processor's tokenizer, "
+                "compress(model, 'detail', tokenizer=processor.tokenizer), or force details='always' or 'never'"
+            )
+        if not 0 < self.global_share <= 1:
+            raise ValueError(f"global_share must be in (0, 1], got {self.global_share}")
+        if self.global_grid is not None:
+            if len(self.global_grid) != 2 or min(self.global_grid) < 1:
+                raise ValueError(f"global_grid is (rows, cols), both >= 1, got {self.global_grid}")
+            object.__setattr__(self, "global_grid", (int(self.global_grid[0]), int(self.global_grid[1])))
+        object.__setattr__(self, "words", tuple(w.lower() for w in self.words))
+        if self.max_words < 1:
+            raise ValueError(f"max_words must be >= 1, got {self.max_words}")
+        if not 0 <= self.busy <= 1 or self.edge_threshold <= 0:
+            raise ValueError("busy is an edge density in [0, 1] and edge_threshold a Sobel magnitude > 0")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ValueError("image_mean and image_std are the processor's three per-channel values (std > 0)")
+
+
+class Detail(EncoderSide):
+    name = "detail"
+    needs_pixels = True  # the global view and the policy read the images the model was given
+
+    def __init__(self, config: DetailConfig) -> None:
+        self.config = config
+
+    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
+        return {}
+
+    def check(self, adapter) -> None:
+        if adapter.family != "llava":
+            # tiling families show the thumbnail and the tiles as separate images of one placeholder run, at a
+            # pixel-shuffled scale; the select stage sees neither apart nor a tile's place in the image
+            raise ValueError(
+                f"detail runs on LLaVA-family models only (one token per patch, the image seen whole); "
+                f"{adapter.family} tiles its images, which detail does not read yet: use lod or luvc there"
+            )
+        vc = adapter.vision_tower.config
+        side = vc.image_size // vc.patch_size
+        self.budget(side, side, 1)  # raises if the keep cannot hold the global grid
+
+    def view_grid(self, h: int, w: int) -> tuple[int, int]:
+        """The global view's grid for an h x w patch grid (the runtime encodes each image at it)."""
+        c = self.config
+        if c.global_grid is not None:
+            if c.global_grid[0] > h or c.global_grid[1] > w:
+                raise ValueError(
+                    f"global_grid {c.global_grid} is finer than the {h}x{w} patch grid; pass a smaller one"
+                )
+            return c.global_grid
+        scale = math.sqrt(c.global_share * c.keep)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+
+    def budget(self, h: int, w: int, images: int) -> int:
+        """Visual tokens a sample of ``images`` h x w images may give the language model with details."""
+        c = self.config
+        gh, gw = self.view_grid(h, w)
+        n, coarse = images * h * w, images * gh * gw
+        total = round(c.keep * n)
+        if total < coarse:
+            raise ValueError(
+                f"detail's {gh}x{gw} global view alone takes {coarse} of {n} tokens but keep {c.keep} allows {total}; "
+                f"ask for keep >= {coarse / n:.3f} or pass a smaller global_grid"
+            )
+        return total
+
+    def decide(self, v: Visuals) -> tuple[bool, str, str]:
+        """(whether the sample gets details, why, the question text)."""
+        c = self.config
+        text = "" if c.tokenizer is None else c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True)
+        text = text.strip()
+        if c.details != "auto":
+            return c.details == "always", f"details={c.details}", text
+        if not text:
+            raise ValueError("the question decodes to no text; put the question after the image")
+        mean = torch.tensor(c.image_mean, device=v.pixels.device)[:, None, None]
+        std = torch.tensor(c.image_std, device=v.pixels.device)[:, None, None]
+        images = (v.pixels.float() * std + mean).clamp(0, 1)
+        options = dict(words=c.words, max_words=c.max_words, edge_threshold=c.edge_threshold, busy=c.busy)
+        reasons = [r for image in images for r in detail_reasons(image, text, **options)]
+        reasons = list(dict.fromkeys(reasons))  # the question's reasons once, not once per image
+        return bool(reasons), "; ".join(reasons) or "none", text
+
+    def select(self, v: Visuals) -> Selection:
+        if v.view is None or v.view_grid is None or v.pixels is None:
+            raise RuntimeError("detail got no global view from the runtime; this is a bug")
+        images, (h, w), (gh, gw) = v.features.shape[0], v.grid, v.view_grid
+        count = images * gh * gw
+        total = self.budget(h, w, images)
+        wanted, why, text = self.decide(v)
+        x, g = v.features.flatten(0, 1), v.view.flatten(0, 1)
+        block = torch.cat([blocks(h, w, gh, gw, x.device) + f * gh * gw for f in range(images)])
+        if wanted and total >= x.shape[0]:  # every detail token fits: the full view alone, as the model has it
+            taken = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        elif wanted:
+            taken = pick_details(novelty(x, g, block), block, count, total - count)
+        else:
+            taken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        at = stand_ins(block, taken, h, w, count)
+        kept = at >= 0
+        free = torch.bincount(block[~taken], minlength=count)  # cells each global token stands for
+        mine = taken.nonzero()[:, 0]
+        cells = torch.cat([mine, at[kept]])
+        order = cells.argsort()
+        features = torch.cat([x[mine], g[kept].to(x.dtype)])[order]
+        sizes = torch.cat([torch.ones_like(mine), free[kept]])[order]
+        info = {
+            "details": wanted,
+            "why": why,
+            "detail_tokens": len(mine),
+            "global_tokens": int(kept.sum()),
+            "global_grid": [gh, gw],
+            "budget": total,
+            "question_text": text,
+        }
+        return Selection(features, cells[order], sizes, [len(cells)] * v.layers, info)
+
+    def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
+        raise RuntimeError("detail's counts are chosen per sample by its select stage")  # the layout carries them

@@ -1,0 +1,141 @@
+"""A global view and a detail view of one image: whether a question needs the details, which detail tokens add
+something the global view lacks, and which cell each kept token stands at.
+
+The global view is an h' x w' grid of tokens, each covering a block of the h x w detail grid (the bins of
+``ops.pool.bins``, as when the image is downsampled). A detail token's novelty is 1 - cosine with the global token
+of its block: what the upsampled global view does not already say about that cell.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import Tensor
+
+from tokenfunnel.ops.difficulty import edge_density
+from tokenfunnel.ops.pool import bins
+
+# words that ask about small things, text or where something is: a global view loses exactly these
+SPATIAL = (
+    "small",
+    "tiny",
+    "little",
+    "detail",
+    "details",
+    "text",
+    "read",
+    "written",
+    "word",
+    "words",
+    "letter",
+    "letters",
+    "label",
+    "sign",
+    "digit",
+    "digits",
+    "corner",
+    "top",
+    "bottom",
+    "left",
+    "right",
+    "upper",
+    "lower",
+    "edge",
+    "border",
+    "behind",
+    "beside",
+    "between",
+    "position",
+    "where",
+)
+
+
+def detail_reasons(
+    image: Tensor,
+    question: str,
+    *,
+    words: tuple[str, ...] = SPATIAL,
+    max_words: int = 15,
+    edge_threshold: float = 0.2,
+    busy: float = 0.12,
+) -> list[str]:
+    """Why ``question`` about ``image`` (3, H, W) in [0, 1] needs the detail view; empty when the global view will
+    do. Reasons: a spatial or detail word ("corner", "top-left", "text"; hyphenated words count by their parts),
+    more than ``max_words`` words, or an edge density (``ops.difficulty.edge_density`` at ``edge_threshold``) above
+    ``busy``."""
+    lower = question.lower()
+    found = re.findall(r"[a-z]+", lower)
+    reasons = [f"word {w!r}" for w in dict.fromkeys(found) if w in words]
+    if len(re.findall(r"[a-z0-9]+(?:['-][a-z0-9]+)*", lower)) > max_words:
+        reasons.append(f"more than {max_words} words")
+    edges = edge_density(image, edge_threshold)
+    if edges > busy:
+        reasons.append(f"edge density {edges:.3f}")
+    return reasons
+
+
+def requires_details(
+    image: Tensor,
+    question: str,
+    *,
+    words: tuple[str, ...] = SPATIAL,
+    max_words: int = 15,
+    edge_threshold: float = 0.2,
+    busy: float = 0.12,
+) -> bool:
+    """Whether ``question`` about ``image`` (3, H, W) in [0, 1] needs the detail view (see ``detail_reasons``)."""
+    return bool(
+        detail_reasons(image, question, words=words, max_words=max_words, edge_threshold=edge_threshold, busy=busy)
+    )
+
+
+def blocks(h: int, w: int, gh: int, gw: int, device=None) -> Tensor:
+    """(h*w,) the global token (raster over gh x gw) whose block holds each cell of the h x w grid."""
+    rows, cols = bins(h, gh, device), bins(w, gw, device)
+    row = torch.repeat_interleave(torch.arange(gh, device=device), rows[:, 1] - rows[:, 0] + 1)
+    col = torch.repeat_interleave(torch.arange(gw, device=device), cols[:, 1] - cols[:, 0] + 1)
+    return (row[:, None] * gw + col[None, :]).flatten()
+
+
+def novelty(detail: Tensor, coarse: Tensor, block: Tensor) -> Tensor:
+    """(N,) 1 - cosine of each detail token (N, D) with the global token (M, D) of its block ``block`` (N,)."""
+    return 1 - torch.nn.functional.cosine_similarity(detail.float(), coarse.float()[block], dim=-1)
+
+
+def pick_details(score: Tensor, block: Tensor, count: int, budget: int) -> Tensor:
+    """(N,) bool: the detail tokens to keep, the highest ``score`` first, so that they and the global tokens still
+    needed fit in ``budget`` + ``count`` tokens. A global token whose whole block is kept as detail is not needed,
+    so its slot goes to one more detail token (repeated until no block fills up)."""
+    n = score.shape[0]
+    order = score.argsort(descending=True, stable=True)
+    area = torch.bincount(block, minlength=count)
+    k = min(max(budget, 0), n)
+    while True:
+        chosen = torch.zeros(n, dtype=torch.bool, device=score.device)
+        chosen[order[:k]] = True
+        full = int((torch.bincount(block[chosen], minlength=count) == area).sum())
+        grown = min(n, max(budget, 0) + full)
+        if grown <= k:  # full(k) only grows with k, so this is the fixed point
+            return chosen
+        k = grown
+
+
+def stand_ins(block: Tensor, taken: Tensor, h: int, w: int, count: int) -> Tensor:
+    """(count,) the cell each global token stands at: the free cell (``taken`` False) nearest its block's centre,
+    the first in raster order on a tie; -1 for a block whose cells are all taken. ``block`` (N,) and ``taken`` (N,)
+    cover one or more h x w images, image after image (blocks of image f numbered from f * count / images)."""
+    n = block.shape[0]
+    cell = torch.arange(n, device=block.device)
+    r, c = (cell % (h * w)) // w, cell % w
+    ones = torch.ones_like(r, dtype=torch.float)
+    # the block's centre from the mean row and column of its cells (twice it, to stay on integers)
+    rc = torch.zeros(count, device=block.device).index_add_(0, block, r.float())
+    cc = torch.zeros(count, device=block.device).index_add_(0, block, c.float())
+    area = torch.zeros(count, device=block.device).index_add_(0, block, ones)
+    dist = (2 * r - 2 * rc[block] / area[block]) ** 2 + (2 * c - 2 * cc[block] / area[block]) ** 2
+    key = dist.round().long() * n + cell  # nearest first, then raster order; unique, and key % n is the cell
+    big = int(key.max()) + 1
+    key = key.masked_fill(taken, big)
+    best = torch.full((count,), big, dtype=torch.long, device=block.device).scatter_reduce(0, block, key, "amin")
+    return torch.where(best == big, torch.full_like(best, -1), best % n)
