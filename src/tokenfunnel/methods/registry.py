@@ -9,6 +9,7 @@ from tokenfunnel.methods.detail import Detail, DetailConfig
 from tokenfunnel.methods.difficulty import Difficulty, DifficultyConfig
 from tokenfunnel.methods.downsample import Downsample, DownsampleConfig
 from tokenfunnel.methods.fastv import FastV, FastVConfig
+from tokenfunnel.methods.learned import Learned, LearnedConfig
 from tokenfunnel.methods.lod import LOD, LODConfig
 from tokenfunnel.methods.luvc import LUVC, LUVCConfig
 from tokenfunnel.methods.pdrop import PDrop, PDropConfig
@@ -36,6 +37,7 @@ METHODS = {
     # budgets that follow the question (lod: keep optional, scales its tiers) and the input's difficulty (no keep)
     "lod": (LODConfig, LOD),
     "difficulty": (DifficultyConfig, Difficulty),
+    "learned": (LearnedConfig, Learned),  # trained on the bundled VLM: importance MLP + learned merge (keep: at input)
     "detail": (DetailConfig, Detail),  # a global view plus the details the question needs (keep: with them)
 }
 

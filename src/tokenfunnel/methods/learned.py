@@ -1,0 +1,111 @@
+"""Learned compressor: between the projector and the language model, a small trained module (``ops.compressor``)
+keeps ``keep`` of each sample's visual tokens (an importance MLP ranks them) and folds every dropped token into the
+kept token it is most alike, with learned weights. The reduced set enters every decoder layer.
+
+The committed weights were distilled on the bundled VLM (``python -m tokenfunnel.models.train_learned``, or
+``make train-learned``): the compressed model is taught the uncompressed model's answer distribution on easy-VQA
+training images. They fit any model whose projector gives tokens of the same width; pass ``weights`` for others.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from tokenfunnel.methods.common import EncoderSide, check_keep, tokens_for
+from tokenfunnel.ops.compressor import Compressor
+from tokenfunnel.runtime.state import Selection, Visuals
+
+WEIGHTS_FILE = "learned_compressor.safetensors"
+MAKE_THEM = "make them with `make train-learned` (python -m tokenfunnel.models.train_learned)"
+
+
+def default_weights() -> Path:
+    return Path(str(resources.files("tokenfunnel.models") / "weights" / WEIGHTS_FILE))
+
+
+@dataclass(frozen=True)
+class LearnedConfig:
+    """Options of learned.
+
+    keep: the fraction of each sample's visual tokens that enter the language model (at every layer).
+    weights: a compressor file written by ``tokenfunnel.models.train_learned``; None: the committed one, trained on
+        the bundled VLM.
+    """
+
+    keep: float = 0.25
+    weights: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+
+
+def load_compressor(path: Path) -> tuple[Compressor, dict]:
+    """The compressor stored at ``path`` and its metadata (training config, seed); one-line errors when it is missing
+    or unreadable."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no learned compressor weights at {path}; {MAKE_THEM}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+        state = load_file(path)
+        compressor = Compressor(int(meta["dim"]), int(meta["hidden"]))
+        compressor.load_state_dict({k: v.float() for k, v in state.items()})
+    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"cannot read the learned compressor {path} ({reason}); {MAKE_THEM}") from None
+    return compressor.eval().requires_grad_(False), meta
+
+
+def save_compressor(compressor: Compressor, path: Path, meta: dict) -> None:
+    """Write ``compressor`` with its width, hidden size and ``meta`` (JSON-encoded values) as safetensors metadata."""
+    from safetensors.torch import save_file
+
+    info = {key: value if isinstance(value, str) else json.dumps(value) for key, value in meta.items()}
+    info.update(dim=str(compressor.dim), hidden=str(compressor.hidden))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in compressor.state_dict().items()}, str(path), metadata=info)
+
+
+class Learned(EncoderSide):
+    name = "learned"
+
+    def __init__(self, config: LearnedConfig) -> None:
+        self.config = config
+        self.compressor: Compressor | None = None
+        self.meta: dict = {}
+
+    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
+        return {}
+
+    def check(self, adapter) -> None:
+        super().check(adapter)
+        path = Path(self.config.weights) if self.config.weights is not None else default_weights()
+        compressor, self.meta = load_compressor(path)
+        width = adapter.text_model.config.hidden_size
+        if compressor.dim != width:
+            raise ValueError(
+                f"the learned compressor {path} was trained for {compressor.dim}-wide projected tokens, but this "
+                f"model's language model takes {width}; pass weights= trained for this model"
+            )
+        vc = adapter.vision_tower.config
+        side = vc.image_size // vc.patch_size
+        tokens_for(self.config.keep, side, side, self.name)  # raises if keep leaves no token
+        self.compressor = compressor
+
+    def select(self, v: Visuals) -> Selection:
+        x = v.features
+        images, n = x.shape[0], x.shape[1]
+        k = tokens_for(self.config.keep, images * n, 1, self.name)
+        if self.compressor is None:
+            raise RuntimeError("learned was not installed through tokenfunnel.compress()")
+        self.compressor.to(device=x.device, dtype=x.dtype)
+        with torch.no_grad():
+            merged, cells, sizes = self.compressor(x[None], k)
+        return Selection(merged[0], cells[0], sizes[0], [k] * v.layers, {"folded": images * n - k})
