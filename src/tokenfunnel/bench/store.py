@@ -80,7 +80,7 @@ class Store:
     def previous_settings(self) -> list[str] | None:
         """Setting ids of the last results.json written here (to tell the user when this run's differ)."""
         found = _read(self.out / RESULTS)
-        return None if found is None else [f"{r['method']}@{r['keep']:g}" for r in found.get("rows", [])]
+        return None if found is None else [Setting(r["method"], r["keep"]).id for r in found.get("rows", [])]
 
     # -- parts -------------------------------------------------------------------------------------------------
     def accuracy(self, setting: Setting) -> dict | None:
