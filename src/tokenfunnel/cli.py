@@ -439,7 +439,8 @@ def _run_bench(config, store, where, as_json: bool) -> None:
         cells = [row["accuracy"], row["speedup_llm_prefill"], row["flops_ideal_speedup"], row["speedup_ttft"]]
         cells.append(row["decode_tok_s"])
         text = ["—" if v is None else f"{v:.3g}" for v in cells]
-        table.add_row(row["method"], f"{row['keep']:g}", *text, "refused: " + row["error"] if row["error"] else "")
+        keep = "follows input" if row["keep"] is None else f"{row['keep']:g}"
+        table.add_row(row["method"], keep, *text, "refused: " + row["error"] if row["error"] else "")
     Console().print(table)
     typer.echo("wrote " + ", ".join(str(p) for p in [*paths, store.out / "pareto.png"]))
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import dataclass
 
 import pytest
 
@@ -89,3 +90,20 @@ def test_a_refused_setting_is_an_error_row_and_never_runs(tiny_sweep, use_bundle
     assert (picky["method"], picky["keep"], picky["error"]) == ("picky", 0.5, "picky cannot reach keep 0.5")
     assert all(picky[k] is None for k in ("accuracy", "ttft_s", "flops_llm", "peak_mem_bytes"))
     assert "refused: picky cannot reach keep 0.5" in (out / "results.md").read_text()
+
+
+@dataclass(frozen=True)
+class RefusingAdaptiveConfig:
+    """A method without a keep (its budget follows the input) that refuses this model."""
+
+    def __post_init__(self) -> None:
+        raise ValueError("adaptive cannot read this model")
+
+
+def test_a_keepless_row_prints_in_the_console_table(tiny_sweep, use_bundled, monkeypatch):
+    out, data = tiny_sweep
+    monkeypatch.setitem(METHODS, "adaptive", (RefusingAdaptiveConfig, LUVC))
+    monkeypatch.setattr(sweep, "time_prompt", lambda *a, **k: pytest.fail("timed again"))
+    result = invoke([*TINY[:8], "none,luvc,adaptive", *TINY[9:], "--out", out])
+    assert result.exit_code == 0, result.output
+    assert "refused: ada" in result.output  # the row is printed (rich narrows its cells to the test's 80 columns)
