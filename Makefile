@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape bench-clips video-tokens \
-	train train-learned clean
+	train train-learned bench-adaptive clean
 
 setup: $(STAMP)
 
@@ -73,6 +73,18 @@ bench-clips: setup
 		--samples 40 --seed 0 --timing-samples 2 --repeats 1 --threads 2 --batch-size 4 --out runs/bench-clips
 	mkdir -p benchmarks/easyvqa-clips
 	cp runs/bench-clips/results.json runs/bench-clips/results.md runs/bench-clips/pareto.png benchmarks/easyvqa-clips/
+
+# Adaptive budgets (issue 6) against LUVC on single images, mosaics and the mixed set (tile / whole-mosaic
+# questions): 100 test questions each, keeps 0.25 and 0.11 (~40 min on 2 CPU cores). LUVC at the realised keeps of
+# the methods whose budget follows the input is added by scripts/adaptive_table.py --fill.
+ADAPTIVE_SETS = easyvqa easyvqa-grid easyvqa-mixed
+bench-adaptive: setup
+	for set in $(ADAPTIVE_SETS); do \
+		$(BIN)/tokenfunnel bench --model bundled --dataset $$set --methods luvc,lod,detail,learned,difficulty \
+			--keep 0.25,0.11 --samples 100 --seed 0 --timing-samples 2 --repeats 1 --threads 2 \
+			--out runs/adaptive/$$set || exit 1; \
+	done
+	$(BIN)/python scripts/adaptive_table.py --runs runs/adaptive --fill --out benchmarks/adaptive
 
 # Token reduction and prefill time on the OpenCV sample videos (needs the Debian package opencv-doc)
 video-tokens: setup

@@ -1,0 +1,177 @@
+"""Each adaptive method against fixed LUVC at the same realised mean keep, from ``make bench-adaptive``'s sweeps.
+
+    python scripts/adaptive_table.py --runs runs/adaptive --fill --out benchmarks/adaptive
+
+For every sweep folder under ``--runs`` (one per dataset): its result files are copied to ``--out/<dataset>/``.
+With ``--fill``, LUVC is then run (same folder, same configuration, so the uncompressed model and finished parts
+are reused) at every realised keep of a method whose budget follows the input or lands away from the keep asked
+(``difficulty``; ``detail`` without details), rounded to 3 decimals. The table pairs each adaptive row with the
+LUVC row at its realised keep, and gives agreement with the uncompressed model's answers and, on
+``easyvqa-mixed``, accuracy on tile questions (even indices) and whole-mosaic questions (odd ones) apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tokenfunnel.data.easyvqa import load_set
+
+ADAPTIVE = ("lod", "detail", "learned", "difficulty")
+TOLERANCE = 0.005  # realised keeps this close to a LUVC row's count as the same keep
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def setting_id(method: str, keep: float | None) -> str:
+    return method if keep is None else f"{method}@{keep:g}"
+
+
+def answers(folder: Path, method: str, keep: float | None) -> dict | None:
+    path = folder / "bench-progress" / "accuracy" / f"{setting_id(method, keep)}.json"
+    return read(path) if path.exists() else None
+
+
+def fill(folder: Path, config: dict, keeps: list[float]) -> list[dict]:
+    """LUVC rows at ``keeps`` from a bench run into the same folder (its results.json is then these rows only)."""
+    command = [
+        *(sys.executable, "-m", "tokenfunnel", "bench"),
+        *("--model", config["model"], "--dataset", config["dataset"], "--methods", "luvc"),
+        *("--keep", ",".join(f"{k:g}" for k in keeps), "--samples", str(config["samples"])),
+        *("--seed", str(config["seed"]), "--timing-samples", str(config["timing_samples"])),
+        *("--repeats", str(config["repeats"]), "--threads", str(config["threads"])),
+        *("--batch-size", str(config["batch_size"]), "--out", str(folder)),
+    ]
+    subprocess.run(command, check=True)
+    return read(folder / "results.json")["rows"]
+
+
+def scored(rows: list[dict], folder: Path, truth: list[str] | None) -> dict:
+    """Per row id: accuracy, realised keep, agreement with none, and (mixed set: the expected ``truth`` answers)
+    accuracy on tile / whole-mosaic questions."""
+    base = answers(folder, "none", 1.0)
+    out = {}
+    for row in rows:
+        if row.get("error"):
+            continue
+        got = answers(folder, row["method"], row["keep"])
+        entry = {
+            "method": row["method"],
+            "keep": row["keep"],
+            "realised_keep": row.get("realised_keep", 1.0) if row["method"] != "none" else 1.0,
+            "visual_tokens": row.get("visual_tokens"),
+            "accuracy": row["accuracy"],
+            "speedup_llm_prefill": row.get("speedup_llm_prefill"),
+        }
+        if got is not None and base is not None:
+            mine, theirs = got["answers"], base["answers"]
+            entry["agreement"] = round(sum(a == b for a, b in zip(mine, theirs, strict=True)) / len(mine), 4)
+            if truth is not None:
+                for scope, parity in (("tile", 0), ("whole", 1)):
+                    part = [mine[i] == truth[i] for i in range(parity, len(mine), 2)]
+                    entry[f"accuracy_{scope}"] = round(sum(part) / len(part), 4)
+        out[setting_id(row["method"], row["keep"])] = entry
+    return out
+
+
+def nearest_luvc(entries: dict, keep: float) -> dict | None:
+    luvc = [e for e in entries.values() if e["method"] == "luvc"]
+    best = min(luvc, key=lambda e: abs(e["realised_keep"] - keep), default=None)
+    return best if best is not None and abs(best["realised_keep"] - keep) <= TOLERANCE else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("runs/adaptive"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/adaptive"))
+    parser.add_argument("--fill", action="store_true", help="run LUVC at the realised keeps that have no LUVC row")
+    args = parser.parse_args()
+    summary = {}
+    for folder in sorted(p for p in args.runs.iterdir() if (p / "results.json").exists()):
+        kept = args.out / folder.name
+        kept.mkdir(parents=True, exist_ok=True)
+        main_run = kept / "results.json"
+        if not main_run.exists() or not args.fill:  # a fill run rewrites the folder's results.json: keep the sweep's
+            for name in ("results.json", "results.md", "pareto.png"):
+                if (folder / name).exists():
+                    shutil.copy(folder / name, kept / name)
+        result = read(main_run)
+        rows, config = result["rows"], result["config"]
+        mixed = config["dataset"].startswith("easyvqa-mixed")
+        truth = [s.answer for s in load_set(config["dataset"], config["samples"], config["seed"])] if mixed else None
+        entries = scored(rows, folder, truth)
+        wanted = sorted(
+            {round(e["realised_keep"], 3) for e in entries.values() if e["method"] in ADAPTIVE}
+            - {round(e["realised_keep"], 3) for e in entries.values() if e["method"] == "luvc"}
+        )
+        wanted = [k for k in wanted if nearest_luvc(entries, k) is None]
+        if args.fill and wanted:
+            extra = [r for r in fill(folder, config, wanted) if r["method"] == "luvc"]
+            (kept / "luvc_fill.json").write_text(json.dumps(extra, indent=1) + "\n")
+        if (kept / "luvc_fill.json").exists():
+            entries.update(scored(read(kept / "luvc_fill.json"), folder, truth))
+        pairs = []
+        for e in entries.values():
+            if e["method"] not in ADAPTIVE:
+                continue
+            luvc = nearest_luvc(entries, e["realised_keep"])
+            pairs.append(
+                {
+                    **e,
+                    "luvc_keep": None if luvc is None else luvc["realised_keep"],
+                    "luvc_accuracy": None if luvc is None else luvc["accuracy"],
+                    "margin": None if luvc is None else round(e["accuracy"] - luvc["accuracy"], 4),
+                    **(
+                        {"luvc_tile": luvc.get("accuracy_tile"), "luvc_whole": luvc.get("accuracy_whole")}
+                        if mixed and luvc is not None
+                        else {}
+                    ),
+                }
+            )
+        summary[config["dataset"]] = {
+            "samples": config["samples"],
+            "seed": config["seed"],
+            "rows": list(entries.values()),
+            "pairs": pairs,
+            "refused": {setting_id(r["method"], r["keep"]): r["error"] for r in rows if r.get("error")},
+        }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (args.out / "summary.md").write_text(markdown(summary))
+    print(markdown(summary))
+
+
+def markdown(summary: dict) -> str:
+    lines = []
+    for dataset, part in summary.items():
+        lines += [f"### {dataset} ({part['samples']} test questions, seed {part['seed']})", ""]
+        none = next(e for e in part["rows"] if e["method"] == "none")
+        lines += [f"uncompressed: accuracy {none['accuracy']:.3f}", ""]
+        lines += ["| method | keep asked | realised keep | accuracy | agreement | LUVC at that keep | margin |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for p in part["pairs"]:
+            asked = "follows input" if p["keep"] is None else f"{p['keep']:g}"
+            luvc = "—" if p["luvc_accuracy"] is None else f"{p['luvc_accuracy']:.3f} (keep {p['luvc_keep']:.3f})"
+            margin = "—" if p["margin"] is None else f"{p['margin']:+.3f}"
+            acc = f"{p['accuracy']:.3f}"
+            if "accuracy_tile" in p:
+                acc += f" (tile {p['accuracy_tile']:.2f} / whole {p['accuracy_whole']:.2f})"
+                if p.get("luvc_tile") is not None:
+                    luvc += f" (tile {p['luvc_tile']:.2f} / whole {p['luvc_whole']:.2f})"
+            lines += [
+                f"| {p['method']} | {asked} | {p['realised_keep']:.3f} | {acc} | {p.get('agreement', '—')} | "
+                f"{luvc} | {margin} |"
+            ]
+        lines += [f"- refused: `{name}`: {why}" for name, why in part["refused"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
