@@ -57,7 +57,7 @@ def test_pareto_png(tmp_path):
 
 def test_a_method_without_keep_runs_once_and_reports_its_mean_over_the_questions(tmp_path):
     from tokenfunnel.bench.accuracy import merge
-    from tokenfunnel.bench.settings import settings_for
+    from tokenfunnel.bench.settings import NONE, settings_for
 
     settings = settings_for(["luvc", "pvc"], [0.5, 0.25])
     assert [s.id for s in settings] == ["none@1", "luvc@0.5", "luvc@0.25", "pvc"]
@@ -67,6 +67,12 @@ def test_a_method_without_keep_runs_once_and_reports_its_mean_over_the_questions
     profile = rows()[1]  # a profile of one prompt, whose own keep (0.5) is not what the row reports
     row = build_row(Setting("pvc", None), {"model": "m"}, None, score, profile, profile, [])
     assert row["keep"] is None and row["realised_keep"] == 0.2 and row["visual_tokens"] == 20
+    # a method asked for a keep whose budget still differs per question (detail without details) likewise
+    asked = build_row(Setting("detail", 0.5), {"model": "m"}, None, score, profile, profile, [])
+    assert asked["keep"] == 0.5 and asked["realised_keep"] == 0.2 and asked["visual_tokens"] == 20
+    none = merge([part | {"keep": [None, None], "visual": [None, None]}])
+    uncompressed = build_row(NONE, {"model": "m"}, None, none, profile, profile, [])
+    assert uncompressed["realised_keep"] == profile["realised_keep"]
     text = to_markdown([*rows(), row], CONFIG)
     assert "| pvc | follows input | 0.200 |" in text
     write_pareto([*rows(), row], tmp_path / "p.png", "title")

@@ -85,9 +85,10 @@ def build_row(
         row["decode_tok_s"] = _round(row["decode_tok_s"], 3)
         if baseline is not None:
             row["flops_ideal_speedup"] = round(baseline["flops_llm"] / profile["flops_llm"], 4)
-    if setting.keep is None and accuracy is not None and "mean_keep" in accuracy:
-        # a budget that follows the input: the one profiled prompt is not typical, the mean over every question is
-        # (FLOPs, memory and decode rate stay those of the profiled prompt)
+    if accuracy is not None and accuracy.get("mean_keep") is not None:
+        # the mean over every question, not the one profiled prompt: budgets that follow the input or the question
+        # (difficulty, detail) differ per question; for the others the two agree. FLOPs, memory and decode rate
+        # stay those of the profiled prompt.
         row.update(realised_keep=accuracy["mean_keep"], visual_tokens=accuracy["mean_visual_tokens"])
     if timed:
         times = summarise(timed, setting.id, NONE.id)
