@@ -75,7 +75,7 @@ bench-clips: setup
 	cp runs/bench-clips/results.json runs/bench-clips/results.md runs/bench-clips/pareto.png benchmarks/easyvqa-clips/
 
 # Adaptive budgets (issue 6) against LUVC on single images, mosaics and the mixed set (tile / whole-mosaic
-# questions): 100 test questions each, keeps 0.25 and 0.11 (~40 min on 2 CPU cores). LUVC at the realised keeps of
+# questions): 100 test questions each, keeps 0.25 and 0.11 (~50 min on 2 CPU cores). LUVC at the realised keeps of
 # the methods whose budget follows the input is added by scripts/adaptive_table.py --fill.
 ADAPTIVE_SETS = easyvqa easyvqa-grid easyvqa-mixed
 bench-adaptive: setup
