@@ -5,9 +5,9 @@
 The vision tower and the LM stay frozen. Why a LoRA too: with the projector alone, 2x2 mosaics stayed near
 66% (the LM must learn to read a tile's tokens from a question that names the tile), see BUNDLED-VLM notes.
 What makes this fit on 2 CPU cores:
-- the frozen vision features are computed once (bf16) and cached on disk;
-- each image carries 3 question-answer turns in one chat, so one pass over its 256 visual tokens trains 3
-  answers;
+- the frozen vision features are computed once (fp16) and cached on disk;
+- each image carries several question-answer turns packed after one image prefix, each turn seeing only the
+  prefix and itself (``ChatEncoder``), so one pass over its 256 visual tokens trains several answers;
 - the LM head runs only at answer positions.
 Everything runs in fp32: on CPUs without AVX-512 BF16 (ours), bf16 matmuls are ~8x slower than fp32.
 Question kinds are drawn evenly (yes/no, shape, colour): with the natural mix colour lags far behind.
@@ -97,30 +97,86 @@ def render_images(images) -> list:
 
 
 class ChatEncoder:
-    """Token ids of a multi-turn chat about one image, with the positions whose next token is an answer."""
+    """Token ids of several question-answer turns about one image, packed after a single image prefix.
 
-    def __init__(self, processor, visual_tokens: int) -> None:
+    ``separate=True`` (the default recipe): every turn attends to the prefix (system prompt + image) and to
+    itself only, and its positions restart right after the prefix, so each turn is exactly the single-question
+    chat the model is evaluated on, while the 256 visual tokens are computed once for all turns. With
+    ``separate=False`` turns follow each other as one multi-turn chat (the first recipe's format): later answers
+    can then be read off earlier ones ("Is the shape red?" - "yes" gives away the colour), a shortcut that left
+    colour at chance.
+    """
+
+    def __init__(self, processor, visual_tokens: int, separate: bool = True) -> None:
         self.tok = processor.tokenizer
         self.image_id = processor.image_token_id
         self.visual_tokens = visual_tokens
+        self.separate = separate
 
     def ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
-    def encode(self, turns: list[tuple[str, str]]) -> tuple[list[int], list[int], list[int]]:
+    def encode(self, turns: list[tuple[str, str]]) -> dict[str, list[int]]:
+        """``ids``, ``positions``, ``turn`` (-1 on the prefix), and the answer tokens as ``targets`` with the
+        index of the token that predicts each (``sources``)."""
         ids = self.ids(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n")
         ids += [self.image_id] * self.visual_tokens
+        prefix = len(ids)
+        positions, turn_of = list(range(prefix)), [-1] * prefix
         sources, targets = [], []
         for index, (question, answer) in enumerate(turns):
-            opener = "\n" if index == 0 else "<|im_start|>user\n"
-            ids += self.ids(f"{opener}{question}<|im_end|>\n<|im_start|>assistant\n")
+            opener = "\n" if index == 0 or self.separate else "<|im_start|>user\n"
+            body = self.ids(f"{opener}{question}<|im_end|>\n<|im_start|>assistant\n")
             answer_ids = self.ids(answer) + self.ids("<|im_end|>")
-            for token in answer_ids:
-                sources.append(len(ids) - 1)
-                targets.append(token)
+            closer = [] if self.separate else self.ids("\n")
+            start = prefix if self.separate else len(ids)
+            for offset, token in enumerate(body + answer_ids + closer):
+                if len(body) <= offset < len(body) + len(answer_ids):
+                    sources.append(len(ids) - 1)
+                    targets.append(token)
                 ids.append(token)
-            ids += self.ids("\n")
-        return ids, sources, targets
+                positions.append(start + offset)
+                turn_of.append(index if self.separate else 0)
+        return {"ids": ids, "positions": positions, "turn": turn_of, "sources": sources, "targets": targets}
+
+
+def turn_mask(turns: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(batch, 1, L, L) additive mask for packed rows: causal, and a turn sees the prefix (turn -1) and itself.
+    Padding (``valid`` False) sees only itself, so no row is all masked."""
+    length = turns.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    same = (turns[:, None, :] == -1) | (turns[:, None, :] == turns[:, :, None])
+    allowed = causal & same & valid[:, None, :] & valid[:, :, None]
+    allowed |= torch.eye(length, dtype=torch.bool)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def pack(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pads encoded rows into a batch: ids, position ids, the 4D mask and the answer index triples."""
+    length = max(len(r["ids"]) for r in rows)
+    ids = torch.full((len(rows), length), pad_id)
+    positions = torch.zeros(len(rows), length, dtype=torch.long)
+    turns = torch.full((len(rows), length), -2)
+    valid = torch.zeros(len(rows), length, dtype=torch.bool)
+    src_b, src_t, tgt = [], [], []
+    for b, row in enumerate(rows):
+        n = len(row["ids"])
+        ids[b, :n] = torch.tensor(row["ids"])
+        positions[b, :n] = torch.tensor(row["positions"])
+        turns[b, :n] = torch.tensor(row["turn"])
+        valid[b, :n] = True
+        src_b += [b] * len(row["sources"])
+        src_t += row["sources"]
+        tgt += row["targets"]
+    return {
+        "ids": ids,
+        "positions": positions,
+        "mask": turn_mask(turns, valid),
+        "source_rows": torch.tensor(src_b),
+        "source_tokens": torch.tensor(src_t),
+        "targets": torch.tensor(tgt),
+    }
 
 
 def add_lora(lm, rank: int, seed: int) -> tuple[dict[str, torch.nn.Parameter], list]:
@@ -149,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--mosaics", type=int, default=1000)
     parser.add_argument("--singles", type=int, default=1000, help="limit the single train images (0: all)")
+    parser.add_argument(
+        "--shared-turns", action="store_true", help="one multi-turn chat per image (the first recipe; leaks answers)"
+    )
     parser.add_argument("--grid-fraction", type=float, default=0.5)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--lora-lr", type=float, default=1e-3)
@@ -197,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         _load_trained(args.init, projector, lora)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     base_lrs = [g["lr"] for g in groups]
-    encoder = ChatEncoder(processor, features.shape[1])
+    encoder = ChatEncoder(processor, features.shape[1], separate=not args.shared_turns)
     embed = lm.get_input_embeddings()
     singles = [i for i, (kind, _) in enumerate(images) if kind == "single"]
     grids = [i for i, (kind, _) in enumerate(images) if kind == "grid"]
@@ -212,26 +271,17 @@ def main(argv: list[str] | None = None) -> None:
             offset = rng.randrange(len(present))
             kinds = [present[(offset + t) % len(present)] for t in range(args.turns)]
             rows.append(encoder.encode([rng.choice(pools[index][k]) for k in kinds]))
-        length = max(len(r[0]) for r in rows)
-        ids = torch.full((len(rows), length), processor.tokenizer.pad_token_id)
-        mask = torch.zeros(len(rows), length, dtype=torch.long)
-        src_b, src_t, tgt = [], [], []
-        for b, (row, sources, targets) in enumerate(rows):
-            ids[b, : len(row)] = torch.tensor(row)
-            mask[b, : len(row)] = 1
-            src_b += [b] * len(sources)
-            src_t += sources
-            tgt += targets
+        batch = pack(rows, processor.tokenizer.pad_token_id)
         warm = min(1.0, step / args.warmup)
         cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = base * warm * cosine
-        embeds = embed(ids)
+        ids = batch["ids"]
         visual = projector(features[chosen].float())
-        embeds = embeds.masked_scatter((ids == processor.image_token_id)[..., None], visual)
-        hidden = lm(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        logits = model.lm_head(hidden[torch.tensor(src_b), torch.tensor(src_t)])
-        target = torch.tensor(tgt)
+        embeds = embed(ids).masked_scatter((ids == processor.image_token_id)[..., None], visual)
+        hidden = lm(inputs_embeds=embeds, attention_mask=batch["mask"], position_ids=batch["positions"])
+        logits = model.lm_head(hidden.last_hidden_state[batch["source_rows"], batch["source_tokens"]])
+        target = batch["targets"]
         loss = F.cross_entropy(logits, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
