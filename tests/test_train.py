@@ -50,3 +50,24 @@ def test_shared_turns_are_one_causal_chat(bundled):
     assert torch.equal(allowed[:n, :n], torch.ones(n, n, dtype=torch.bool).tril())
     short = batch["mask"][1, 0] == 0
     assert short.any(-1).all()  # padding rows still see themselves
+
+
+def test_whitening_folds_into_a_plain_first_layer_and_unfolds_back():
+    from tokenfunnel.models.train import Whitening
+
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(40, 16, 8, generator=g) * torch.tensor([50.0, 1, 1, 1, 0.3, 1, 1, 1]) + 3
+    whiten = Whitening(features, samples=1000)  # every token: estimated on the data it is checked on
+    white = whiten(features.flatten(0, 1))
+    # whitened: every direction, the huge channel and the faint one alike, near unit variance (the ridge shaves a
+    # little off the faint one) and uncorrelated
+    cov = torch.cov(white.T)
+    assert ((cov.diagonal() > 0.85) & (cov.diagonal() < 1.01)).all()
+    assert (cov - torch.diag(cov.diagonal())).abs().max() < 0.05
+    layer = torch.nn.Linear(8, 5)
+    weight, bias = whiten.fold(layer.weight.detach(), layer.bias.detach())
+    raw = features.flatten(0, 1)
+    torch.testing.assert_close(raw @ weight.T + bias, layer(white.float()).detach(), rtol=1e-4, atol=1e-4)
+    back = whiten.unfold(weight, bias)
+    torch.testing.assert_close(back[0], layer.weight.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(back[1], layer.bias.detach(), rtol=1e-4, atol=1e-4)
