@@ -99,12 +99,11 @@ def render_images(images) -> list:
 class ChatEncoder:
     """Token ids of several question-answer turns about one image, packed after a single image prefix.
 
-    ``separate=True`` (the default recipe): every turn attends to the prefix (system prompt + image) and to
+    ``separate=True`` (``--separate-turns``): every turn attends to the prefix (system prompt + image) and to
     itself only, and its positions restart right after the prefix, so each turn is exactly the single-question
     chat the model is evaluated on, while the 256 visual tokens are computed once for all turns. With
-    ``separate=False`` turns follow each other as one multi-turn chat (the first recipe's format): later answers
-    can then be read off earlier ones ("Is the shape red?" - "yes" gives away the colour), a shortcut that left
-    colour at chance.
+    ``separate=False`` (the committed weights' recipe) turns follow each other as one multi-turn chat: later
+    answers can then be read off earlier ones ("Is the shape red?" - "yes" gives away the colour).
     """
 
     def __init__(self, processor, visual_tokens: int, separate: bool = True) -> None:
@@ -182,9 +181,10 @@ def pack(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tenso
 class Whitening:
     """ZCA whitening of the frozen vision features, trained through and folded back into ``linear_1``.
 
-    Why: DINOv2's pre-norm tokens have a few huge channels, while colour lives in directions of small variance
-    (a linear probe reads it at 0.99 all the same); a projector trained on raw features learnt shape within 50
-    steps and colour not at all. Training ``linear_1`` on whitened features conditions every direction alike.
+    Why: the features are badly conditioned (on easy-VQA training tokens the top 5 of 384 directions hold 86% of
+    the variance, eigenvalues up to 379 against a median of 0.024); a linear probe reads colour at 0.99 all the
+    same, yet a projector trained on raw features learnt shape within 50 steps and colour not at all in 100.
+    Training ``linear_1`` on whitened features gives every direction the same scale (``--whiten``).
     ``fold`` gives the plain LLaVA projector weights (W·Z, b − W·Z·mean), so nothing changes at inference.
     """
 
@@ -239,11 +239,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mosaics", type=int, default=1000)
     parser.add_argument("--singles", type=int, default=1000, help="limit the single train images (0: all)")
     parser.add_argument(
-        "--shared-turns", action="store_true", help="one multi-turn chat per image (the first recipe; leaks answers)"
+        "--separate-turns",
+        action="store_true",
+        help="each question turn sees only the image prefix and itself (no answer can be read off another turn)",
     )
-    parser.add_argument(
-        "--raw-features", action="store_true", help="train linear_1 on raw features instead of whitened ones"
-    )
+    parser.add_argument("--whiten", action="store_true", help="train linear_1 on whitened vision features")
     parser.add_argument("--grid-fraction", type=float, default=0.5)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--lora-lr", type=float, default=1e-3)
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         groups.append({"params": [p for pair in lora.values() for p in pair], "lr": args.lora_lr})
     if args.init is not None:
         _load_trained(args.init, projector, lora)
-    whiten = Whitening(features, seed=args.seed) if not args.raw_features else None
+    whiten = Whitening(features, seed=args.seed) if args.whiten else None
     if whiten is not None:
         with torch.no_grad():
             first = projector.linear_1
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
                 first.bias.copy_(bias)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     base_lrs = [g["lr"] for g in groups]
-    encoder = ChatEncoder(processor, features.shape[1], separate=not args.shared_turns)
+    encoder = ChatEncoder(processor, features.shape[1], separate=args.separate_turns)
     embed = lm.get_input_embeddings()
     singles = [i for i, (kind, _) in enumerate(images) if kind == "single"]
     grids = [i for i, (kind, _) in enumerate(images) if kind == "grid"]
