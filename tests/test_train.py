@@ -35,7 +35,10 @@ def test_packed_turns_are_each_the_single_question_chat_the_model_is_scored_on(b
             expected = prefix + own[: alone["input_ids"].shape[1] - len(prefix)]
             assert alone["input_ids"][0].tolist() == expected
             logits = model(**alone, position_ids=prompt_positions(alone["attention_mask"])).logits[0, -1]
-            torch.testing.assert_close(packed[first], logits, rtol=1e-3, atol=1e-3)
+            # equal up to fp32 summation order (the 4D mask takes another attention path): a turn that saw another
+            # turn would move these probabilities by far more
+            torch.testing.assert_close(packed[first].softmax(-1), logits.softmax(-1), rtol=0, atol=2e-3)
+            assert int(packed[first].argmax()) == int(logits.argmax())
             assert int(batch["targets"][first]) == encoder.ids(answer)[0]
 
 

@@ -1,6 +1,6 @@
 """Train the bundled VLM's projector (and a small LoRA on the LM) on the easy-VQA *train* split.
 
-    python -m tokenfunnel.models.train --steps 600 --out src/tokenfunnel/models/weights/bundled_vlm.safetensors
+    make train   # the committed weights' recipe (flags in the Makefile)
 
 The vision tower and the LM stay frozen. Why a LoRA too: with the projector alone, 2x2 mosaics stayed near
 66% (the LM must learn to read a tile's tokens from a question that names the tile), see BUNDLED-VLM notes.
@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lora-lr", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=8, help="0 trains the projector alone")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--stop-after", type=int, default=0, help="end after this many steps of the --steps schedule (0: all)"
+    )
     parser.add_argument("--init", type=Path, default=None, help="continue from these trained weights")
     parser.add_argument("--dev-eval", type=Path, default=None, help="only score these weights on the dev split")
     parser.add_argument("--dev-samples", type=int, default=150)
@@ -337,8 +340,10 @@ def main(argv: list[str] | None = None) -> None:
         if step % 10 == 0 or step == 1:
             rate = (time.time() - train_started) / step
             print(f"step {step}/{args.steps} loss {loss.item():.4f} acc {accuracy:.3f} {rate:.1f}s/step", flush=True)
-        if step % 50 == 0 or step == args.steps:
+        if step % 50 == 0 or step == args.steps or step == args.stop_after:
             _save(args.out, projector, lora, lora_scale, whiten)
+        if step == args.stop_after:
+            break
     for hook in hooks:
         hook.remove()
     summary = {
