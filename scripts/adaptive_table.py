@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tokenfunnel.bench.settings import Setting
+from tokenfunnel.bench.store import Store
 from tokenfunnel.data.easyvqa import load_set
 
 ADAPTIVE = ("lod", "detail", "learned", "difficulty")
@@ -30,12 +32,12 @@ def read(path: Path) -> dict:
 
 
 def setting_id(method: str, keep: float | None) -> str:
-    return method if keep is None else f"{method}@{keep:g}"
+    return Setting(method, keep).id
 
 
 def answers(folder: Path, method: str, keep: float | None) -> dict | None:
-    path = folder / "bench-progress" / "accuracy" / f"{setting_id(method, keep)}.json"
-    return read(path) if path.exists() else None
+    """The answers a sweep in ``folder`` saved for one setting (its progress store), or None."""
+    return Store(folder, {}).accuracy(Setting(method, keep))
 
 
 def fill(folder: Path, config: dict, keeps: list[float]) -> list[dict]:
