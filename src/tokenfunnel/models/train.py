@@ -139,10 +139,14 @@ class ChatEncoder:
         return {"ids": ids, "positions": positions, "turn": turn_of, "sources": sources, "targets": targets}
 
 
-def turn_mask(turns: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+PADDING = -2  # the turn of padding tokens (the prefix is turn -1)
+
+
+def turn_mask(turns: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(batch, 1, L, L) additive mask for packed rows: causal, and a turn sees the prefix (turn -1) and itself.
-    Padding (``valid`` False) sees only itself, so no row is all masked."""
+    Padding (turn ``PADDING``) sees only itself, so no row is all masked."""
     length = turns.shape[1]
+    valid = turns != PADDING
     causal = torch.ones(length, length, dtype=torch.bool).tril()
     same = (turns[:, None, :] == -1) | (turns[:, None, :] == turns[:, :, None])
     allowed = causal & same & valid[:, None, :] & valid[:, :, None]
@@ -156,22 +160,20 @@ def pack(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tenso
     length = max(len(r["ids"]) for r in rows)
     ids = torch.full((len(rows), length), pad_id)
     positions = torch.zeros(len(rows), length, dtype=torch.long)
-    turns = torch.full((len(rows), length), -2)
-    valid = torch.zeros(len(rows), length, dtype=torch.bool)
+    turns = torch.full((len(rows), length), PADDING)
     src_b, src_t, tgt = [], [], []
     for b, row in enumerate(rows):
         n = len(row["ids"])
         ids[b, :n] = torch.tensor(row["ids"])
         positions[b, :n] = torch.tensor(row["positions"])
         turns[b, :n] = torch.tensor(row["turn"])
-        valid[b, :n] = True
         src_b += [b] * len(row["sources"])
         src_t += row["sources"]
         tgt += row["targets"]
     return {
         "ids": ids,
         "positions": positions,
-        "mask": turn_mask(turns, valid),
+        "mask": turn_mask(turns),
         "source_rows": torch.tensor(src_b),
         "source_tokens": torch.tensor(src_t),
         "targets": torch.tensor(tgt),
@@ -294,13 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.init is not None:
         _load_trained(args.init, projector, lora)
     whiten = Whitening(features, seed=args.seed) if args.whiten else None
-    if whiten is not None:
+    if whiten is not None and args.init is not None:  # the file holds linear_1 on raw features
+        first = projector.linear_1
         with torch.no_grad():
-            first = projector.linear_1
-            if args.init is not None:
-                weight, bias = whiten.unfold(first.weight, first.bias)
-                first.weight.copy_(weight)
-                first.bias.copy_(bias)
+            weight, bias = whiten.unfold(first.weight, first.bias)
+            first.weight.copy_(weight)
+            first.bias.copy_(bias)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     base_lrs = [g["lr"] for g in groups]
     encoder = ChatEncoder(processor, features.shape[1], separate=args.separate_turns)
