@@ -73,6 +73,7 @@ def build(
         image_token_id=IMAGE_TOKEN,
         vision_feature_layer=feature_layer,
         vision_feature_select_strategy=strategy,
+        image_seq_length=image_tokens(tower, strategy),
     )
     config.initializer_range = INIT
     torch.manual_seed(seed)

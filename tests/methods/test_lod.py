@@ -106,3 +106,13 @@ def test_a_prompt_without_question_text_after_the_image_is_refused():
     inputs = prompt(text=(5, 0))
     with tokenfunnel.compress(model, "lod"), pytest.raises(ValueError, match="no question text after its last image"):
         logits(model, inputs)
+
+
+def test_refusals_made_before_any_image_quote_the_grid_a_dinov2_tower_is_fed():
+    # DINOv2's image_size sizes its position table, not its input (the bundled VLM: 518 px, fed 224); 2x4-cell
+    # regions on a 4x4 grid make 2
+    model = build()
+    model.config.image_seq_length = 4 * 4
+    with pytest.raises(ValueError, match=r"\(2 regions of 16 tokens\)"):
+        tokenfunnel.compress(model, "lod", keep=0.05)
+    assert not hasattr(model, MARK)

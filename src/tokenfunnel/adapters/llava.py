@@ -8,6 +8,8 @@ unmerged sequence's numbering.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -48,6 +50,20 @@ class LlavaAdapter:
                 f"(the model uses {self.config.vision_feature_select_strategy!r}); this model is not supported"
             )
         self.owner = model if model is not self.core else None
+
+    def nominal_grid(self) -> tuple[int, int]:
+        """The patch grid of one image at the size the model is fed, for checks made before any image is seen.
+
+        CLIP and SigLIP towers are fed their ``image_size``; a DINOv2 tower's ``image_size`` only sizes its position
+        table (518 pixels) and is interpolated to what it is fed (224 for the bundled VLM), which the LLaVA config's
+        ``image_seq_length`` states.
+        """
+        vc = self.vision_tower.config
+        side = vc.image_size // vc.patch_size
+        seq = getattr(self.config, "image_seq_length", None)
+        if vc.model_type == "dinov2" and seq and math.isqrt(seq) ** 2 == seq:
+            side = math.isqrt(seq)
+        return side, side
 
     def patch_grid(self, pixel_values: Tensor) -> tuple[int, int]:
         return pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size

@@ -65,10 +65,9 @@ class EncoderSide:
                 f"{self.name} runs on LLaVA-family models only (it needs one language-model token per patch, "
                 f"which {adapter.family} does not have); use luvc, fastv, pdrop, dart or random there"
             )
-        vc = adapter.vision_tower.config
-        side = vc.image_size // vc.patch_size
+        h, w = adapter.nominal_grid()
         resize = getattr(self, "input_grid", None)
-        seen = resize(side, side) if resize is not None else (side, side)
+        seen = resize(h, w) if resize is not None else (h, w)
         self.encoder_steps(*seen, adapter.usable_layers)  # raises if the keep cannot be honoured
 
 

@@ -100,9 +100,8 @@ class Detail(EncoderSide):
                 f"detail runs on LLaVA-family models only (one token per patch, the image seen whole); "
                 f"{adapter.family} tiles its images, which detail does not read yet: use lod or luvc there"
             )
-        vc = adapter.vision_tower.config
-        side = vc.image_size // vc.patch_size
-        self.budget(side, side, 1)  # raises if the keep cannot hold the global grid
+        h, w = adapter.nominal_grid()
+        self.budget(h, w, 1)  # raises if the keep cannot hold the global grid
 
     def view_grid(self, h: int, w: int) -> tuple[int, int]:
         """The global view's grid for an h x w patch grid (the runtime encodes each image at it)."""

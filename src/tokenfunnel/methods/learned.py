@@ -94,9 +94,8 @@ class Learned(EncoderSide):
                 f"the learned compressor {path} was trained for {compressor.dim}-wide projected tokens, but this "
                 f"model's language model takes {width}; pass weights= trained for this model"
             )
-        vc = adapter.vision_tower.config
-        side = vc.image_size // vc.patch_size
-        tokens_for(self.config.keep, side, side, self.name)  # raises if keep leaves no token
+        h, w = adapter.nominal_grid()
+        tokens_for(self.config.keep, h, w, self.name)  # raises if keep leaves no token
         self.compressor = compressor
 
     def select(self, v: Visuals) -> Selection:

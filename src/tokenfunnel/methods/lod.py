@@ -81,9 +81,8 @@ class LOD(EncoderSide):
 
     def check(self, adapter) -> None:
         super().check(adapter)
-        vc = adapter.vision_tower.config
-        side = vc.image_size // vc.patch_size
-        self._plan(side, side, 1, decoder_layers(adapter))  # raises if the grid cannot honour the options
+        h, w = adapter.nominal_grid()
+        self._plan(h, w, 1, decoder_layers(adapter))  # raises if the grid cannot honour the options
 
     def _plan(self, h: int, w: int, images: int, layers: int) -> tuple[Tensor, int | None, list[int] | None]:
         """(region of each cell of the sample's images, the token total or None, counts per layer or None)."""
