@@ -53,11 +53,12 @@ ablate-luvc: setup
 
 # The committed sweep: every registered method at three keeps on 200 test mosaics. Resumable: run it again after
 # an interruption and finished settings are reused (progress in runs/bench, which is this machine's); the
-# results are then copied over the committed ones in benchmarks/.
+# rows then replace this sweep's rows in benchmarks/results.json (which also gathers bench-clips').
 bench: setup
 	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods all --keep 0.5,0.25,0.11 \
 		--samples 200 --seed 0 --timing-samples 8 --repeats 3 --threads 2 --out runs/bench
-	cp runs/bench/results.json runs/bench/results.csv runs/bench/results.md runs/bench/pareto.png benchmarks/
+	$(BIN)/python -m tokenfunnel.bench.collect runs/bench benchmarks
+	cp runs/bench/pareto.png benchmarks/
 
 # Speed ratios at LLaVA-1.5-7B's shapes (random weights, 4 of the 32 decoder layers: every layer has the same shape)
 bench-shape: setup
@@ -73,6 +74,7 @@ bench-clips: setup
 		--samples 40 --seed 0 --timing-samples 2 --repeats 1 --threads 2 --batch-size 4 --out runs/bench-clips
 	mkdir -p benchmarks/easyvqa-clips
 	cp runs/bench-clips/results.json runs/bench-clips/results.md runs/bench-clips/pareto.png benchmarks/easyvqa-clips/
+	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-clips benchmarks
 
 # Adaptive budgets (issue 6) against LUVC on single images, mosaics and the mixed set (tile / whole-mosaic
 # questions): 100 test questions each, keeps 0.25 and 0.11 (~50 min on 2 CPU cores). LUVC at the realised keeps of

@@ -78,15 +78,22 @@ def to_markdown(rows: list[dict], config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(out: Path, data: dict) -> list[Path]:
-    """results.json, results.csv and results.md in ``out``; returns their paths."""
+def write(out: Path, data: dict, markdown: str | None = None) -> list[Path]:
+    """results.json, results.csv and results.md (``markdown``, else one table of ``data``) in ``out``, each
+    replaced whole; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "results.json", out / "results.csv", out / "results.md"]
-    texts = [json.dumps(data, indent=1) + "\n", to_csv(data["rows"]), to_markdown(data["rows"], data["config"])]
-    for path, text in zip(paths, texts, strict=True):
-        temporary = path.with_name(f".{path.name}.tmp")
+    texts = {
+        "results.json": json.dumps(data, indent=1) + "\n",
+        "results.csv": to_csv(data["rows"]),
+        "results.md": to_markdown(data["rows"], data["config"]) if markdown is None else markdown,
+    }
+    paths = []
+    for name, text in texts.items():
+        path = out / name
+        temporary = path.with_name(f".{name}.tmp")
         temporary.write_text(text)
         os.replace(temporary, path)
+        paths.append(path)
     return paths
 
 
