@@ -59,3 +59,8 @@ def test_results_json_of_another_tool_or_configuration_is_refused(tmp_path):
     one_clear_line(invoke([*TINY, "--out", tmp_path]), "is not a tokenfunnel bench result")
     (tmp_path / "results.json").write_text(json.dumps({"rows": [], "config": {"dataset": "easyvqa"}}))
     one_clear_line(invoke([*TINY, "--out", tmp_path]), "dataset 'easyvqa' (now 'easyvqa-grid')")
+
+
+def test_a_folder_that_gathers_sweeps_is_not_a_sweep_folder(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [], "runs": []}))
+    one_clear_line(invoke([*TINY, "--out", tmp_path]), "gathers several sweeps")

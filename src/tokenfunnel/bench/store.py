@@ -69,6 +69,10 @@ class Store:
         found = _read(path)
         if found is None:
             return path, None
+        if isinstance(found, dict) and "runs" in found:
+            raise BenchError(
+                f"{path} gathers several sweeps (tokenfunnel.bench.collect); pick another --out, then collect it there"
+            )
         config = found.get("config") if isinstance(found, dict) else None
         if not isinstance(config, dict) or "rows" not in found:
             raise BenchError(f"{path} is not a tokenfunnel bench result; pick another --out")
