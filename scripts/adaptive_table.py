@@ -24,6 +24,7 @@ from tokenfunnel.bench.store import Store
 from tokenfunnel.data.easyvqa import load_set
 
 ADAPTIVE = ("lod", "detail", "learned", "difficulty")
+SWEEP_FILES = ("results.json", "results.csv", "results.md", "pareto.png")
 TOLERANCE = 0.005  # realised keeps this close to a LUVC row's count as the same keep
 
 
@@ -41,7 +42,8 @@ def answers(folder: Path, method: str, keep: float | None) -> dict | None:
 
 
 def fill(folder: Path, config: dict, keeps: list[float]) -> list[dict]:
-    """LUVC rows at ``keeps`` from a bench run into the same folder (its results.json is then these rows only)."""
+    """LUVC rows at ``keeps`` from a bench run into the same folder (reusing its finished parts); the sweep's own
+    result files, which that run rewrites with these rows only, are put back afterwards."""
     command = [
         *(sys.executable, "-m", "tokenfunnel", "bench"),
         *("--model", config["model"], "--dataset", config["dataset"], "--methods", "luvc"),
@@ -50,8 +52,13 @@ def fill(folder: Path, config: dict, keeps: list[float]) -> list[dict]:
         *("--repeats", str(config["repeats"]), "--threads", str(config["threads"])),
         *("--batch-size", str(config["batch_size"]), "--out", str(folder)),
     ]
-    subprocess.run(command, check=True)
-    return read(folder / "results.json")["rows"]
+    saved = {name: (folder / name).read_bytes() for name in SWEEP_FILES if (folder / name).exists()}
+    try:
+        subprocess.run(command, check=True)
+        return read(folder / "results.json")["rows"]
+    finally:
+        for name, data in saved.items():
+            (folder / name).write_bytes(data)
 
 
 def scored(rows: list[dict], folder: Path, truth: list[str] | None) -> dict:
@@ -98,12 +105,10 @@ def main() -> None:
     for folder in sorted(p for p in args.runs.iterdir() if (p / "results.json").exists()):
         kept = args.out / folder.name
         kept.mkdir(parents=True, exist_ok=True)
-        main_run = kept / "results.json"
-        if not main_run.exists() or not args.fill:  # a fill run rewrites the folder's results.json: keep the sweep's
-            for name in ("results.json", "results.md", "pareto.png"):
-                if (folder / name).exists():
-                    shutil.copy(folder / name, kept / name)
-        result = read(main_run)
+        for name in SWEEP_FILES:
+            if (folder / name).exists():
+                shutil.copy(folder / name, kept / name)
+        result = read(kept / "results.json")
         rows, config = result["rows"], result["config"]
         mixed = config["dataset"].startswith("easyvqa-mixed")
         truth = [s.answer for s in load_set(config["dataset"], config["samples"], config["seed"])] if mixed else None
