@@ -78,7 +78,8 @@ bench-clips: setup
 
 # Adaptive budgets (issue 6) against LUVC on single images, mosaics and the mixed set (tile / whole-mosaic
 # questions): 100 test questions each, keeps 0.25 and 0.11 (~50 min on 2 CPU cores). LUVC at the realised keeps of
-# the methods whose budget follows the input is added by scripts/adaptive_table.py --fill.
+# the methods whose budget follows the input is added by scripts/adaptive_table.py --fill. The single-image and mixed
+# sweeps join benchmarks/results.json (make bench's --methods all covers the adaptive methods on easyvqa-grid).
 ADAPTIVE_SETS = easyvqa easyvqa-grid easyvqa-mixed
 bench-adaptive: setup
 	for set in $(ADAPTIVE_SETS); do \
@@ -87,6 +88,7 @@ bench-adaptive: setup
 			--out runs/adaptive/$$set || exit 1; \
 	done
 	$(BIN)/python scripts/adaptive_table.py --runs runs/adaptive --fill --out benchmarks/adaptive
+	for set in easyvqa easyvqa-mixed; do $(BIN)/python -m tokenfunnel.bench.collect runs/adaptive/$$set benchmarks; done
 
 # Token reduction and prefill time on the OpenCV sample videos (needs the Debian package opencv-doc)
 video-tokens: setup
