@@ -340,7 +340,7 @@ def bench(
     from tokenfunnel.bench import data
     from tokenfunnel.bench.distributed import device_for
     from tokenfunnel.bench.errors import BenchError
-    from tokenfunnel.bench.models import NAMES, SHAPE
+    from tokenfunnel.bench.models import NAMES, SHAPE, fingerprint
     from tokenfunnel.bench.provenance import machine_id
     from tokenfunnel.bench.store import Store
     from tokenfunnel.bench.sweep import BenchConfig
@@ -381,6 +381,7 @@ def bench(
         layers=layers if shape else None,
         device=where.type,
         machine=machine_id(str(where)),
+        weights=fingerprint(model),
         methods=tuple(chosen),
         keeps=tuple(keeps),
     )

@@ -6,6 +6,7 @@ device (``None`` when answers would be meaningless), and how to build the prompt
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -193,6 +194,26 @@ def _folder(path: Path, device: torch.device) -> BenchModel:
         raise BenchError(str(error)) from None
     bench.positions = "qwen" not in getattr(model.config, "model_type", "")  # M-RoPE builds its own positions
     return bench
+
+
+def fingerprint(name: str) -> str:
+    """What identifies the weights a sweep measures, so a resumed sweep never reuses parts measured on others: the
+    bundled VLM's weights and learned compressor by content; a folder's config and weight files by name, size and
+    modification time (hashing gigabytes on every run would cost more than it saves)."""
+    if name == SHAPE:
+        return "random-seeded"
+    if name == "bundled":
+        from tokenfunnel.methods.learned import default_weights
+        from tokenfunnel.models.bundled import trained_weights_path
+
+        digest = hashlib.sha256()
+        for path in (trained_weights_path(), default_weights()):
+            digest.update(path.read_bytes() if path.exists() else b"missing")
+        return digest.hexdigest()[:16]
+    folder = Path(name).expanduser()
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".json", ".safetensors", ".bin") and p.is_file())
+    stamp = "".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns};" for p in files)
+    return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
 
 def load_model(name: str, layers: int, device: torch.device) -> BenchModel:

@@ -41,6 +41,7 @@ class BenchConfig:
     layers: int | None  # decoder layers of the shape model; None for real models
     device: str
     machine: str  # provenance.machine_id(): resuming on other hardware would mix timings
+    weights: str  # models.fingerprint(): resuming on retrained weights would mix models
     methods: tuple[str, ...]
     keeps: tuple[float, ...]
 
