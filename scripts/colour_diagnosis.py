@@ -21,9 +21,7 @@ import torch
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import predict
 from tokenfunnel.models.bundled import load_bundled
-from tokenfunnel.models.train import build_examples, dev_image_ids
-
-FEATURES = Path("runs/train/features-seed0-singles1000-mosaics1000.pt")
+from tokenfunnel.models.train import build_examples, cached_features, dev_image_ids
 
 
 def probe(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -47,9 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if not FEATURES.exists():
-        raise SystemExit(f"{FEATURES} is missing: run `make train` once (it caches the features first)")
-    features = torch.load(FEATURES)
+    features = cached_features()
     tokens = features[:200].float().flatten(0, 1)
     values = torch.linalg.eigvalsh(torch.cov(tokens.T))
     print(

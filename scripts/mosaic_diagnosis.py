@@ -21,9 +21,8 @@ import torch
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.runner import evaluate_samples
 from tokenfunnel.models.bundled import load_bundled
-from tokenfunnel.models.train import build_examples, dev_image_ids
+from tokenfunnel.models.train import build_examples, cached_features, dev_image_ids
 
-FEATURES = Path("runs/train/features-seed0-singles1000-mosaics1000.pt")
 SIDE = 16  # the bundled VLM's 16x16 patch grid
 
 
@@ -75,9 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if not FEATURES.exists():
-        raise SystemExit(f"{FEATURES} is missing: run `make train` once (it caches the features first)")
-    mosaics = torch.load(FEATURES)[1000:].float()
+    mosaics = cached_features()[1000:].float()
     accuracy = quadrant_probe(mosaics)
     print(f"quadrant probe on the tokens of {len(mosaics) // 4} held-out training mosaics: {accuracy:.3f}")
     sets = {

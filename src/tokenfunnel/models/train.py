@@ -88,6 +88,19 @@ def dev_accuracy(weights: Path, samples: int, seed: int, mosaics: int, singles: 
     return [evaluate_samples(model, processor, items, name) for name, items in sets.items()]
 
 
+def feature_file(work: Path, seed: int = 0, singles: int = 1000, mosaics: int = 1000) -> Path:
+    """Where training caches the frozen vision features of ``build_examples(seed, mosaics, singles)``'s images."""
+    return work / f"features-seed{seed}-singles{singles}-mosaics{mosaics}.pt"
+
+
+def cached_features(work: Path = Path("runs/train")) -> torch.Tensor:
+    """The default recipe's cached features, for the diagnosis scripts; exits naming ``make train`` if missing."""
+    path = feature_file(work)
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run `make train` once (it caches the features first)")
+    return torch.load(path)
+
+
 def render_images(images) -> list:
     out = []
     for kind, ids in images:
@@ -276,13 +289,13 @@ def main(argv: list[str] | None = None) -> None:
     model, processor = load_bundled(trained=False)
     model.requires_grad_(False)
     images, pools = build_examples(args.seed, args.mosaics, args.singles)
-    feature_file = args.work / f"features-seed{args.seed}-singles{args.singles}-mosaics{args.mosaics}.pt"
-    if feature_file.exists():
-        features = torch.load(feature_file)
+    cache = feature_file(args.work, args.seed, args.singles, args.mosaics)
+    if cache.exists():
+        features = torch.load(cache)
     else:
         print(f"computing frozen vision features for {len(images)} training images", flush=True)
         features = image_features(model, processor, render_images(images))
-        torch.save(features, feature_file)
+        torch.save(features, cache)
     feature_s = time.time() - started
     print(f"features ready: {tuple(features.shape)} in {feature_s:.0f}s", flush=True)
 
