@@ -24,6 +24,7 @@ from tokenfunnel.bench.store import Store
 from tokenfunnel.data.easyvqa import load_set
 
 ADAPTIVE = ("lod", "detail", "learned", "difficulty")
+FILL = "luvc_fill.json"
 SWEEP_FILES = ("results.json", "results.csv", "results.md", "pareto.png")
 TOLERANCE = 0.005  # realised keeps this close to a LUVC row's count as the same keep
 
@@ -120,9 +121,10 @@ def main() -> None:
         wanted = [k for k in wanted if nearest_luvc(entries, k) is None]
         if args.fill and wanted:
             extra = [r for r in fill(folder, config, wanted) if r["method"] == "luvc"]
-            (kept / "luvc_fill.json").write_text(json.dumps(extra, indent=1) + "\n")
-        if (kept / "luvc_fill.json").exists():
-            entries.update(scored(read(kept / "luvc_fill.json"), folder, truth))
+            (folder / FILL).write_text(json.dumps(extra, indent=1) + "\n")
+        if (folder / FILL).exists():  # beside the sweep it was measured with, never an older sweep's
+            shutil.copy(folder / FILL, kept / FILL)
+            entries.update(scored(read(folder / FILL), folder, truth))
         pairs = []
         for e in entries.values():
             if e["method"] not in ADAPTIVE:
