@@ -17,8 +17,9 @@ from tokenfunnel.bench import report
 PROVENANCE = ("config", "machine", "versions", "commit")
 
 
-def _key(config: dict) -> tuple[str, str]:
-    return config["model"], config["dataset"]
+def _key(item: dict) -> tuple[str, str]:
+    """The (model, dataset) pair a sweep's config or one of its rows is about."""
+    return item["model"], item["dataset"]
 
 
 def as_collection(data: dict) -> dict:
@@ -41,16 +42,16 @@ def collect(sweep: dict, into: dict | None) -> dict:
     runs = [new["runs"][0] if k == key else r for k, r in zip(keys, old["runs"], strict=True)]
     if key not in keys:
         runs.append(new["runs"][0])
-    rows = [row for row in old["rows"] if (row["model"], row["dataset"]) != key] + new["rows"]
+    rows = [row for row in old["rows"] if _key(row) != key] + new["rows"]
     order = {_key(r["config"]): i for i, r in enumerate(runs)}
-    rows.sort(key=lambda row: order[(row["model"], row["dataset"])])  # stable: a sweep's rows keep their order
+    rows.sort(key=lambda row: order[_key(row)])  # stable: a sweep's rows keep their order
     return {"rows": rows, "runs": runs}
 
 
 def markdown(collection: dict) -> str:
     parts = []
     for run in collection["runs"]:
-        rows = [r for r in collection["rows"] if (r["model"], r["dataset"]) == _key(run["config"])]
+        rows = [r for r in collection["rows"] if _key(r) == _key(run["config"])]
         parts.append(report.to_markdown(rows, run["config"]))
     return "\n".join(parts)
 
