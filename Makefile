@@ -88,7 +88,9 @@ bench-adaptive: setup
 			--out runs/adaptive/$$set || exit 1; \
 	done
 	$(BIN)/python scripts/adaptive_table.py --runs runs/adaptive --fill --out benchmarks/adaptive
-	for set in easyvqa easyvqa-mixed; do $(BIN)/python -m tokenfunnel.bench.collect runs/adaptive/$$set benchmarks; done
+	for set in easyvqa easyvqa-mixed; do \
+		$(BIN)/python -m tokenfunnel.bench.collect runs/adaptive/$$set benchmarks --name adaptive; \
+	done
 
 # Token reduction and prefill time on the OpenCV sample videos (needs the Debian package opencv-doc)
 video-tokens: setup

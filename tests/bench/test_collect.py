@@ -1,4 +1,4 @@
-"""Collecting sweeps into one published results.json: a sweep replaces its own (model, dataset) rows only."""
+"""Collecting sweeps into one published results.json: a sweep replaces its own (model, dataset, name) rows only."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tokenfunnel.bench.collect import collect, main
+from tokenfunnel.bench.collect import collect, main, markdown
+from tokenfunnel.bench.report import to_csv
 
 
 def sweep(dataset: str, accuracy: float, commit: str = "abc") -> dict:
@@ -51,3 +52,14 @@ def test_the_command_writes_json_csv_and_one_table_per_sweep(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing"), str(published)])
     assert "run tokenfunnel bench --out" in capsys.readouterr().err
+
+
+def test_a_named_sweep_sits_beside_an_unnamed_one_of_the_same_model_and_dataset():
+    every = collect(sweep("easyvqa", 0.9), None)
+    both = collect(sweep("easyvqa", 0.8), every, name="adaptive")
+    assert [r.get("name") for r in both["runs"]] == [None, "adaptive"]
+    assert [(r.get("sweep"), r["accuracy"]) for r in both["rows"]] == [(None, 0.9)] * 2 + [("adaptive", 0.8)] * 2
+    again = collect(sweep("easyvqa", 0.7), both, name="adaptive")  # replaces the named one only
+    assert [r["accuracy"] for r in again["rows"]] == [0.9, 0.9, 0.7, 0.7]
+    assert "adaptive sweep: " in markdown(again)
+    assert to_csv(again["rows"]).splitlines()[0].startswith("sweep,model,")

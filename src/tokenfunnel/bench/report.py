@@ -23,9 +23,11 @@ def results(rows: list[dict], config: dict) -> dict:
 
 
 def to_csv(rows: list[dict]) -> str:
-    """One line per row; lists and dicts (per-layer tokens, accuracy by kind) as JSON in their cell."""
+    """One line per row; lists and dicts (per-layer tokens, accuracy by kind) as JSON in their cell. A collection
+    with named sweeps (``bench.collect --name``) gets a first column ``sweep``."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    columns = ("sweep", *COLUMNS) if any("sweep" in row for row in rows) else COLUMNS
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()})
