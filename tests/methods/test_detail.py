@@ -48,11 +48,12 @@ def side(keep: float) -> int:
     return max(1, round(GRID[0] * math.sqrt(0.5 * keep)))  # the default global grid: half of the budget
 
 
+@pytest.mark.parametrize("view", ["pool", "image"])
 @pytest.mark.parametrize("keep", [0.5, 0.25, 0.11])
-def test_without_details_only_the_global_tokens_enter(keep):
+def test_without_details_only_the_global_tokens_enter(keep, view):
     model = build()
     together, alone = pair()
-    with tokenfunnel.compress(model, "detail", keep=keep, details="never") as handle:
+    with tokenfunnel.compress(model, "detail", keep=keep, details="never", view=view) as handle:
         out, gen = logits(model, together), generate(model, together)
         report = handle.report()
         for row, one in enumerate(alone):
@@ -63,8 +64,9 @@ def test_without_details_only_the_global_tokens_enter(keep):
     assert report["keep"] == pytest.approx(g * g / PATCHES, abs=1e-6) and report["keep"] < keep
     assert report["stage"]["detail_tokens"] == [0, 0] and report["stage"]["global_tokens"] == [g * g] * 2
     assert report["stage"]["details"] == [False, False]
-    # the encoder ran twice per image: the full grid and the global view
-    assert report["encoder_tokens"] == [PREFIX + PATCHES + PREFIX + g * g] * ENCODER_LAYERS
+    # an image view runs the encoder twice per image: the full grid and the global view
+    second = PREFIX + g * g if view == "image" else 0
+    assert report["encoder_tokens"] == [PREFIX + PATCHES + second] * ENCODER_LAYERS
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.25, 0.11])
@@ -116,7 +118,7 @@ def test_the_detail_tokens_kept_are_those_the_global_view_does_not_explain():
     block, which differ: those are the detail tokens kept, the whole block's global token is dropped, and its slot
     goes to one more (noise-ranked) detail token."""
     g = torch.Generator().manual_seed(0)
-    plan = Detail(DetailConfig(keep=0.5, details="always"))
+    plan = Detail(DetailConfig(keep=0.5, details="always", view="image"))
     view = torch.randn(16, 32, generator=g)
     block = blocks(*GRID, 4, 4)
     features = view[block] + 0.01 * torch.randn(PATCHES, 32, generator=g)
@@ -162,6 +164,7 @@ def test_keep_one_with_details_is_the_unmodified_model_bit_for_bit_and_remove_re
         (dict(), "pass the processor's tokenizer"),
         (dict(details="always", global_grid=(9, 9)), "finer than the 8x8 patch grid"),
         (dict(details="always", global_share=0), "global_share must be"),
+        (dict(details="always", view="crop"), "view must be one of"),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_patched(options, message):
@@ -195,6 +198,29 @@ def test_the_global_view_alone_is_the_downsample_method(tower):
     with tokenfunnel.compress(model, "downsample", keep=0.25) as handle:
         ref = logits(model, together)
         assert handle.report()["grids"][0] == [4, 4]
-    with tokenfunnel.compress(model, "detail", keep=0.25, details="never", global_grid=(4, 4)):
+    with tokenfunnel.compress(model, "detail", keep=0.25, details="never", global_grid=(4, 4), view="image"):
         out = logits(model, together)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)  # same tokens at the same positions
+
+
+def test_a_pooled_global_view_averages_the_full_view_and_runs_the_encoder_once():
+    """view="pool": each global token is the mean of its block's projected tokens (no second encoder pass); a batch
+    still equals each sample alone, with and without details."""
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(PATCHES, 32, generator=g)
+    visuals = Visuals(features[None], GRID, torch.zeros(1, 32), torch.zeros(1), LAYERS, torch.zeros(1, 3, 8, 8))
+    sel = Detail(DetailConfig(keep=0.25, details="never", global_grid=(4, 4), view="pool")).select(visuals)
+    block = blocks(*GRID, 4, 4)
+    means = torch.stack([features[block == b].mean(0) for b in range(16)])
+    torch.testing.assert_close(sel.features, means[block[sel.cells]], atol=1e-6, rtol=0)
+    assert sel.sizes.tolist() == [4] * 16
+    model = build()
+    together, alone = pair()
+    for details in ("never", "always"):
+        with tokenfunnel.compress(model, "detail", keep=0.25, details=details, view="pool") as handle:
+            out = logits(model, together)
+            report = handle.report()
+            for row, one in enumerate(alone):
+                assert torch.allclose(out[row, -1], logits(model, one)[0, -1], atol=1e-5)
+        assert report["encoder_tokens"] == [PREFIX + PATCHES] * ENCODER_LAYERS
+        assert report["stage"]["view"] == ["pool"] * 2 and report["stage"]["details"] == [details == "always"] * 2

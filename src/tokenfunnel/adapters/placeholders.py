@@ -206,13 +206,14 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
 def coarse_views(rt, run, h: int, w: int) -> tuple[tuple[int, int] | None, Tensor | None, int]:
     """For a plan that reads a coarser view of each image (``view_grid``): its grid, the projected tokens of every
     image of the batch at that grid (one tower call for the batch), and the tokens that call adds to each encoder
-    layer per image (so encoder_tokens and its FLOPs count the second pass). (None, None, 0) for other plans."""
+    layer per image (so encoder_tokens and its FLOPs count the second pass). (None, None, 0) for other plans, and
+    for a plan whose ``view_grid`` is None for this grid (it builds its coarse tokens from the full view)."""
     view_grid = getattr(rt.plan, "view_grid", None)
-    if view_grid is None:
+    grid = None if view_grid is None else view_grid(h, w)
+    if grid is None:
         return None, None, 0
     if run.pixels is None:
         raise RuntimeError(f"{rt.plan.name} reads a coarser view but the runtime kept no pixels; this is a bug")
-    grid = view_grid(h, w)
     return grid, rt.encode_view(run.pixels, grid), run.prefix + grid[0] * grid[1]
 
 
