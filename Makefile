@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape bench-clips video-tokens \
-	train train-learned bench-adaptive bench-single clean
+	train train-learned bench-adaptive bench-single ablate-luvc-single clean
 
 setup: $(STAMP)
 
@@ -48,8 +48,15 @@ eval-luvc: setup
 speed-luvc: setup
 	$(BIN)/python scripts/luvc_speed.py --keep 0.5 0.25 0.11 --samples 12 --out benchmarks/luvc_speed.json
 
+# Progress goes to runs/ (resumable; a file of other weights or another set is refused), results to benchmarks/
 ablate-luvc: setup
-	$(BIN)/python scripts/luvc_ablation.py --samples 180 --out benchmarks/luvc_ablation.json
+	$(BIN)/python scripts/luvc_ablation.py --samples 180 --out runs/luvc_ablation.json
+	cp runs/luvc_ablation.json benchmarks/luvc_ablation.json
+
+# The same on single images (dev split), where the bundled VLM v2 is a real model
+ablate-luvc-single: setup
+	$(BIN)/python scripts/luvc_ablation.py --dataset easyvqa-dev --samples 180 --out runs/luvc_ablation_single.json
+	cp runs/luvc_ablation_single.json benchmarks/luvc_ablation_single.json
 
 # The committed sweep: every registered method at three keeps on 200 test mosaics. Resumable: run it again after
 # an interruption and finished settings are reused (progress in runs/bench, which is this machine's); the

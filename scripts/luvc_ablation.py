@@ -1,10 +1,11 @@
 """Choose LUVC's defaults on the dev split (easy-VQA training images the bundled VLM never saw), never on test.
 
     python scripts/luvc_ablation.py --samples 180 --out benchmarks/luvc_ablation.json
+    python scripts/luvc_ablation.py --dataset easyvqa-dev --samples 180 --out benchmarks/luvc_ablation_single.json
 
-Each row: one LUVC option changed from the defaults at one keep, its accuracy on dev mosaics and its agreement
-with the uncompressed model's answers on the same questions (a paired, less noisy signal). Resumable: rows
-already in the output file are skipped.
+Each row: one LUVC option changed from the defaults at one keep, its accuracy on dev mosaics (or single images) and
+its agreement with the uncompressed model's answers on the same questions (a paired, less noisy signal). Resumable:
+rows already in the output file are skipped, provided it was measured on the same set and weights (else refused).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from pathlib import Path
 import torch
 
 import tokenfunnel
+from tokenfunnel.bench.models import fingerprint
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import predict
-from tokenfunnel.models.train import dev_image_ids
 
 VARIANTS: dict[str, dict] = {
     "default": {},
@@ -54,16 +55,21 @@ def answers(model, processor, items, batch: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=180)
+    parser.add_argument("--dataset", choices=("easyvqa-grid-dev", "easyvqa-dev"), default="easyvqa-grid-dev")
     parser.add_argument("--keep", type=float, nargs="+", default=[0.25])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_ablation.json"))
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    done = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    what = {"dataset": args.dataset, "samples": args.samples, "weights": fingerprint("bundled")}
+    done = json.loads(args.out.read_text()) if args.out.exists() else {"rows": [], **what}
+    mine = {k: done.get(k) for k in what}
+    if mine != what:
+        parser.error(f"{args.out} holds rows of {mine}, not {what}: pass another --out, or delete it to start over")
     have = {(r["variant"], r["keep"]) for r in done["rows"]}
     model, processor = tokenfunnel.load_bundled(quiet=True)
-    items = easyvqa.grid_set(args.samples, 0, split="train", image_ids=dev_image_ids())
+    items = easyvqa.load_set(args.dataset, args.samples, 0)
     truth = [s.answer for s in items]
     started = time.perf_counter()
     with torch.no_grad():
@@ -96,7 +102,6 @@ def main() -> None:
             }
             done["rows"].append(row)
             print(json.dumps(row), flush=True)
-            done.update(samples=args.samples, dataset="dev-grid (easy-VQA train images never shown in training)")
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(done, indent=1) + "\n")
 
