@@ -25,6 +25,12 @@ runner = CliRunner()
         (["demo", "--video", "v.avi", "--image", "x.png"], "pass --image or --video, not both"),
         (["demo", "--frames", "8"], "pass --video PATH too"),
         (["demo", "--video", "no/such/video.avi"], "no/such/video.avi"),
+        (
+            ["eval", "--dataset", "easyvqa", "--method", "detail", "--option", "views=pool"],
+            "detail has no option 'views'",
+        ),
+        (["demo", "--method", "luvc", "--option", "cutoff"], "--option takes NAME=VALUE"),
+        (["eval", "--dataset", "easyvqa", "--option", "view=pool"], "pick a --method too"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(args, message):
@@ -82,3 +88,19 @@ def test_show_draws_the_kept_regions(bundled, tmp_path, astronaut):
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 10_000
     assert "keep 0.250" in result.output
+
+
+def test_method_options_reach_the_method_and_a_bad_value_is_one_line(bundled, tmp_path, astronaut):
+    path = tmp_path / "astronaut.png"
+    astronaut.save(path)
+    args = ["demo", "--image", str(path), "--method", "detail", "--option", "details=always", "--json"]
+    result = runner.invoke(app, [*args, "--option", "global_grid=[4, 4]"])
+    assert result.exit_code == 0, result.output
+    squeezed = json.loads(result.stdout)["compressed"]
+    assert squeezed["visual_tokens"] == 64 and squeezed["encoder_keep"] == 1.0  # the budget; pooled: one pass
+    result = runner.invoke(app, [*args, "--option", "view=image", "--option", "global_grid=[4, 4]"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["compressed"]["encoder_keep"] > 1.0  # the small image is encoded too
+    result = runner.invoke(app, [*args, "--option", "view=crop"])
+    assert result.exit_code == 2 and "view must be one of" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

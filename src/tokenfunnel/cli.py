@@ -104,11 +104,8 @@ def _answer(model, processor, image, question: str, max_new_tokens: int = 8) -> 
     return {"answer": answer, "visual_tokens": visual, "prefill_s": round(prefill_s, 4)}
 
 
-def _compressed_answer(model, processor, image, question: str, method: str, keep: float) -> dict:
-    import tokenfunnel
-    from tokenfunnel.methods.registry import processor_options
-
-    with tokenfunnel.compress(model, method, keep=keep, **processor_options(method, processor)) as handle:
+def _compressed_answer(model, processor, image, question: str, method: str, keep: float, options: dict) -> dict:
+    with _compressing(model, processor, method, keep, options) as handle:
         out = _answer(model, processor, image, question)
         report = handle.report()
     out["visual_tokens"] = report["visual_tokens"]
@@ -137,6 +134,47 @@ def _check_method(method: str, keep: float | None, default: float) -> float | No
     return keep
 
 
+OPTION_HELP = "A method option as NAME=VALUE (JSON value, else text), repeatable: --option view=image."
+
+
+def _method_options(method: str, pairs: list[str] | None) -> dict:
+    """``--option NAME=VALUE`` pairs as keyword options of ``method``'s config (values read as JSON: numbers,
+    true/false, [4, 4]; anything else is text). Names are checked here, values when the method is built."""
+    if not pairs:
+        return {}
+    if method == "none":
+        fail("--option sets a compression method's option; pick a --method too")
+    from dataclasses import fields
+
+    from tokenfunnel.methods.registry import METHODS
+
+    allowed = sorted(f.name for f in fields(METHODS[method][0]) if f.name not in ("keep", "tokenizer"))
+    options = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            fail(f"--option takes NAME=VALUE, got {pair!r} (e.g. --option view=image)")
+        if name not in allowed:
+            fail(f"{method} has no option {name!r}: choose one of {', '.join(allowed)}")
+        try:
+            options[name] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name] = text
+    return options
+
+
+def _compressing(model, processor, method: str, keep: float | None, options: dict):
+    """``tokenfunnel.compress`` with the processor's options, a bad option value as a one-line error."""
+    import tokenfunnel
+    from tokenfunnel.methods.registry import processor_options
+
+    try:
+        return tokenfunnel.compress(model, method, keep=keep, **processor_options(method, processor), **options)
+    except (TypeError, ValueError) as error:
+        fail(f"{method}: {error}")
+
+
 @app.command()
 def demo(
     image: Path | None = typer.Option(None, "--image", help="An image file to ask about (default: built-in cases)."),
@@ -146,10 +184,12 @@ def demo(
     video: Path | None = typer.Option(None, "--video", help="A video file to ask about (frames read with PyAV)."),
     frames: int | None = typer.Option(None, "--frames", help="Frames sampled uniformly from --video (default 16)."),
     fps: float | None = typer.Option(None, "--fps", help="Sample --video at this rate instead of --frames."),
+    option: list[str] | None = typer.Option(None, "--option", help=OPTION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Answer questions with the bundled VLM, uncompressed and compressed, with token counts and prefill time."""
     keep = _check_method(method, keep, 0.25)
+    options = _method_options(method, option)
     if question is not None and not question.strip():
         fail("the question is empty: pass a non-empty --question")
     if image is not None and video is not None:
@@ -169,7 +209,8 @@ def demo(
     for label, picture, text in cases:
         row = {"image": label, "question": text, "uncompressed": _answer(model, processor, picture, text)}
         if method != "none":
-            row["compressed"] = {"method": method, **_compressed_answer(model, processor, picture, text, method, keep)}
+            answer = _compressed_answer(model, processor, picture, text, method, keep, options)
+            row["compressed"] = {"method": method, **answer}
         results.append(row)
     if as_json:
         first = {k: v for k, v in results[0].items() if k in ("uncompressed", "compressed")}
@@ -205,11 +246,13 @@ def show(
     method: str = typer.Option("luvc", "--method", help="Compression method."),
     keep: float | None = typer.Option(None, "--keep", help=KEEP_HELP.format(default=0.25)),
     out: Path = typer.Option(Path("kept.png"), "--out", help="Where to write the picture (PNG)."),
+    option: list[str] | None = typer.Option(None, "--option", help=OPTION_HELP),
 ) -> None:
     """Draw which regions of the image survive the encoder and a few LLM layers."""
     keep = _check_method(method, keep, 0.25)
     if method == "none":
         fail("--method none compresses nothing; pick a method such as luvc")
+    options = _method_options(method, option)
     if not question.strip():
         fail("the question is empty: pass a non-empty --question")
     if out.suffix.lower() != ".png":
@@ -219,15 +262,12 @@ def show(
     picture_in = _read_image(image)
     import torch
 
-    import tokenfunnel
     from tokenfunnel.eval.scoring import prompt_positions
-    from tokenfunnel.methods.registry import processor_options
     from tokenfunnel.viz.kept import kept_figure, picture
 
     model, processor = _load(quiet=False)
     batch = processor([picture_in], [question])
-    options = processor_options(method, processor)
-    with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep, **options) as handle:
+    with torch.no_grad(), _compressing(model, processor, method, keep, options) as handle:
         model(**batch, position_ids=prompt_positions(batch["attention_mask"]))
         report = handle.report()
     ip = processor.llava.image_processor
@@ -248,10 +288,12 @@ def evaluate(
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per forward pass."),
     method: str = typer.Option("none", "--method", help="Compression method (none = uncompressed)."),
     keep: float | None = typer.Option(None, "--keep", help=KEEP_HELP.format(default=1.0)),
+    option: list[str] | None = typer.Option(None, "--option", help=OPTION_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the result rows as JSON."),
 ) -> None:
     """Closed-set accuracy of the bundled VLM on an easy-VQA test set, optionally compressed."""
     keep = _check_method(method, keep, 1.0)
+    options = _method_options(method, option)
     from tokenfunnel.data.easyvqa import DATASETS
 
     if dataset.removesuffix("-dev") not in DATASETS:
@@ -268,7 +310,12 @@ def evaluate(
     with Progress(console=err, disable=as_json, transient=True) as progress:
         task = progress.add_task(f"evaluating on {dataset}", total=samples)
         advance = lambda n: progress.advance(task, n)  # noqa: E731
-        row = run_eval(model, processor, dataset, samples, seed, batch_size, advance, method=method, keep=keep)
+        try:
+            row = run_eval(model, processor, dataset, samples, seed, batch_size, advance, method, keep, options)
+        except (TypeError, ValueError) as error:
+            if not options:
+                raise
+            fail(f"{method}: {error}")
     if as_json:
         typer.echo(json.dumps({"rows": [row]}))
         return

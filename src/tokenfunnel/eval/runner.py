@@ -19,17 +19,20 @@ def evaluate(
     progress=None,
     method: str = "none",
     keep: float = 1.0,
+    options: dict | None = None,
 ) -> dict:
-    """`{"method", "keep", "dataset", "samples", "accuracy", ...}`; ``method="none"`` is the uncompressed model."""
+    """`{"method", "keep", "dataset", "samples", "accuracy", ...}`; ``method="none"`` is the uncompressed model;
+    ``options`` are the method's (a row with options says which)."""
     items = easyvqa.load_set(dataset, samples, seed)
     if method == "none":
         return {**evaluate_samples(model, processor, items, dataset, batch_size, progress), "seed": seed}
     import tokenfunnel
     from tokenfunnel.methods.registry import processor_options
 
-    with tokenfunnel.compress(model, method, keep=keep, **processor_options(method, processor)) as handle:
+    options = options or {}
+    with tokenfunnel.compress(model, method, keep=keep, **processor_options(method, processor), **options) as handle:
         row = evaluate_samples(model, processor, items, dataset, batch_size, progress, handle)
-    return {**row, "method": method, "keep": keep, "seed": seed}
+    return {**row, "method": method, "keep": keep, "seed": seed, **({"options": options} if options else {})}
 
 
 def evaluate_samples(model, processor, items, dataset: str, batch_size: int = 8, progress=None, handle=None) -> dict:
