@@ -73,6 +73,7 @@ def test_a_method_without_keep_runs_once_and_reports_its_mean_over_the_questions
     none = merge([part | {"keep": [None, None], "visual": [None, None]}])
     uncompressed = build_row(NONE, {"model": "m"}, None, none, profile, profile, [])
     assert uncompressed["realised_keep"] == profile["realised_keep"]
-    text = to_markdown([*rows(), row], CONFIG)
+    text = to_markdown([*rows(), row, {**row, "method": "odd", "visual_tokens": 31.52}], CONFIG)
     assert "| pvc | follows input | 0.200 |" in text
+    assert "| 20 | " in text and "| 31.5 | " in text  # a mean count: whole when it is, else one decimal
     write_pareto([*rows(), row], tmp_path / "p.png", "title")

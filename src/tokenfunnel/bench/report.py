@@ -65,7 +65,7 @@ def to_markdown(rows: list[dict], config: dict) -> str:
             _asked(row["keep"]),
             _cell(row["realised_keep"]),
             _cell(row["accuracy"]),
-            _cell(row["visual_tokens"]),
+            _count(row["visual_tokens"]),
             _cell(row["llm_prefill_s"], 1, 1e-3),
             _cell(row["speedup_llm_prefill"], 2, suffix="x"),
             _cell(row["ttft_s"], 1, 1e-3),
@@ -97,6 +97,13 @@ def write(out: Path, data: dict, markdown: str | None = None) -> list[Path]:
         os.replace(temporary, path)
         paths.append(path)
     return paths
+
+
+def _count(value: float | None) -> str:
+    """A token count: whole when it is (a mean over questions that all agree), else to one decimal."""
+    if value is None:
+        return "—"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
 def _asked(keep: float | None) -> str:
