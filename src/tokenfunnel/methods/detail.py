@@ -29,7 +29,8 @@ import torch
 
 from tokenfunnel.methods.common import EncoderSide, check_keep
 from tokenfunnel.methods.difficulty import IMAGENET_MEAN, IMAGENET_STD
-from tokenfunnel.ops.detail import SPATIAL, block_means, blocks, detail_reasons, novelty, pick_details, stand_ins
+from tokenfunnel.ops.detail import SPATIAL, blocks, detail_reasons, novelty, pick_details, stand_ins
+from tokenfunnel.ops.relevance import region_means
 from tokenfunnel.runtime.state import Selection, Visuals
 
 DETAILS = ("auto", "always", "never")
@@ -171,7 +172,7 @@ class Detail(EncoderSide):
         wanted, why, text = self.decide(v)
         x = v.features.flatten(0, 1)
         block = torch.cat([blocks(h, w, gh, gw, x.device) + f * gh * gw for f in range(images)])
-        g = block_means(x, block, count) if pooled else v.view.flatten(0, 1)
+        g = region_means(x, block, count).to(x.dtype) if pooled else v.view.flatten(0, 1)
         if wanted and total >= x.shape[0]:  # every detail token fits: the full view alone, as the model has it
             taken = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         elif wanted:

@@ -98,13 +98,6 @@ def blocks(h: int, w: int, gh: int, gw: int, device=None) -> Tensor:
     return (row[:, None] * gw + col[None, :]).flatten()
 
 
-def block_means(x: Tensor, block: Tensor, count: int) -> Tensor:
-    """(count, D) the mean of the tokens ``x`` (N, D) in each block ``block`` (N,): a global view pooled from the
-    detail one. Every block holds at least one cell (``blocks`` never leaves one empty)."""
-    sums = torch.zeros(count, x.shape[1], dtype=torch.float, device=x.device).index_add_(0, block, x.float())
-    return (sums / torch.bincount(block, minlength=count)[:, None]).to(x.dtype)
-
-
 def novelty(detail: Tensor, coarse: Tensor, block: Tensor) -> Tensor:
     """(N,) 1 - cosine of each detail token (N, D) with the global token (M, D) of its block ``block`` (N,)."""
     return 1 - torch.nn.functional.cosine_similarity(detail.float(), coarse.float()[block], dim=-1)
