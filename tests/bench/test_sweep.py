@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from dataclasses import dataclass
 
 import pytest
@@ -68,6 +69,41 @@ def test_a_second_run_recomputes_nothing(tiny_sweep, use_bundled, monkeypatch):
     result = invoke([*TINY, "--out", out, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows"] == data["rows"]
+
+
+@dataclass(frozen=True)
+class RetunedConfig(LUVCConfig):
+    """LUVC after a change of its defaults."""
+
+    cutoff: float = 0.3
+
+
+def test_a_part_saved_under_other_defaults_is_measured_again(tiny_sweep, use_bundled, monkeypatch, tmp_path):
+    out, _ = tiny_sweep
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)  # the session's sweep stays as the other tests expect it
+    monkeypatch.setitem(METHODS, "luvc", (RetunedConfig, LUVC))
+    ran = []
+
+    def spy(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            ran.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    for module, name in ((accuracy, "score_shard"), (sweep, "profile"), (sweep, "time_prompt")):
+        spy(module, name)
+    result = invoke([*TINY, "--out", copy, "--json"])
+    assert result.exit_code == 0, result.output
+    # luvc is scored and profiled again, none is not; the interleaved timing group changed, so it is timed again
+    assert ran == ["score_shard", "profile", "time_prompt"]
+    saved = json.loads((copy / "bench-progress" / "accuracy" / "luvc@0.5.json").read_text())
+    assert saved["options"]["cutoff"] == 0.3 and saved["options"]["keep"] == 0.5
+    none = json.loads((copy / "bench-progress" / "accuracy" / "none@1.json").read_text())
+    assert none["options"] == {}
 
 
 class PickyConfig(LUVCConfig):

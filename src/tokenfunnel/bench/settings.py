@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,32 @@ class Setting:
 
 
 NONE = Setting("none", 1.0)
+
+
+def resolved_options(setting: Setting, processor=None) -> dict:
+    """Every option of the setting's method as it would run (defaults included; the tokenizer left out), as plain
+    JSON. Saved with each finished part of a sweep, so that progress measured under other defaults is measured
+    again rather than reused."""
+    if setting.baseline:
+        return {}
+    from tokenfunnel.methods.registry import METHODS, processor_options
+
+    config_cls = METHODS[setting.method][0]
+    given = processor_options(setting.method, processor)
+    config = config_cls(**given) if setting.keep is None else config_cls(keep=setting.keep, **given)
+    return {f.name: _plain(getattr(config, f.name)) for f in fields(config) if f.name != "tokenizer"}
+
+
+def _plain(value):
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
 
 
 def available_methods() -> list[str]:

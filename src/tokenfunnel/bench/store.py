@@ -3,8 +3,10 @@
 ``OUT/bench-progress/`` holds ``config.json`` (what the sweep measures), ``accuracy/<setting>.json`` (one per
 finished setting), ``profile/<setting>.json`` (token counts, FLOPs, memory, decode rate) and
 ``timing/<group>/prompt-<i>.json`` (one timed prompt, all settings of the group interleaved; the group is named by
-the settings in it, since changing them changes what ran beside what). Only this folder and ``OUT/results.json``
-are read to decide whether ``OUT`` belongs to another sweep: other files in ``OUT`` are left alone.
+the settings in it and their options, since changing them changes what ran beside what). Each part records the
+options its setting ran with (defaults included): a part saved under other options is measured again. Only this
+folder and ``OUT/results.json`` are read to decide whether ``OUT`` belongs to another sweep: other files in ``OUT``
+are left alone.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Store:
     def __init__(self, out: Path, identity: dict) -> None:
         self.out, self.identity = out, identity
         self.root = out / FOLDER
+        self.options: dict[str, dict] = {}
 
     def check(self) -> None:
         """A BenchError when ``out`` holds results of another configuration; nothing is written here."""
@@ -86,18 +89,32 @@ class Store:
         found = _read(self.out / RESULTS)
         return None if found is None else [Setting(r["method"], r["keep"]).id for r in found.get("rows", [])]
 
-    # -- parts -------------------------------------------------------------------------------------------------
+    # -- parts: each saved with the options its setting ran with; a part saved under other options (the method's
+    # defaults changed since) reads as missing, so it is measured again --------------------------------------------
+    def expect(self, options: dict[str, dict]) -> None:
+        """The resolved options of each setting id (``settings.resolved_options``) this run measures with."""
+        self.options = options
+
+    def _part(self, kind: str, setting: Setting) -> dict | None:
+        found = _read(self.root / kind / f"{setting.id}.json")
+        if found is None or found.get("options") != self.options.get(setting.id):
+            return None
+        return found
+
+    def _save_part(self, kind: str, setting: Setting, value: dict) -> None:
+        _write(self.root / kind / f"{setting.id}.json", {**value, "options": self.options.get(setting.id)})
+
     def accuracy(self, setting: Setting) -> dict | None:
-        return _read(self.root / "accuracy" / f"{setting.id}.json")
+        return self._part("accuracy", setting)
 
     def save_accuracy(self, setting: Setting, value: dict) -> None:
-        _write(self.root / "accuracy" / f"{setting.id}.json", value)
+        self._save_part("accuracy", setting, value)
 
     def profile(self, setting: Setting) -> dict | None:
-        return _read(self.root / "profile" / f"{setting.id}.json")
+        return self._part("profile", setting)
 
     def save_profile(self, setting: Setting, value: dict) -> None:
-        _write(self.root / "profile" / f"{setting.id}.json", value)
+        self._save_part("profile", setting, value)
 
     def timing(self, settings: list[Setting], prompt: int) -> dict | None:
         return _read(self._timing_path(settings, prompt))
@@ -106,5 +123,7 @@ class Store:
         _write(self._timing_path(settings, prompt), value)
 
     def _timing_path(self, settings: list[Setting], prompt: int) -> Path:
-        group = hashlib.sha1(json.dumps([s.id for s in settings]).encode()).hexdigest()[:12]
+        # named by the settings and their options: a change to any of them changes what ran beside what
+        named = [[s.id, self.options.get(s.id)] for s in settings]
+        group = hashlib.sha1(json.dumps(named, sort_keys=True).encode()).hexdigest()[:12]
         return self.root / "timing" / group / f"prompt-{prompt}.json"

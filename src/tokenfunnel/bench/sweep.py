@@ -23,7 +23,7 @@ from tokenfunnel.bench.distributed import Group
 from tokenfunnel.bench.models import BenchModel
 from tokenfunnel.bench.profile import profile
 from tokenfunnel.bench.rows import build_row
-from tokenfunnel.bench.settings import Setting, refusal, settings_for
+from tokenfunnel.bench.settings import Setting, refusal, resolved_options, settings_for
 from tokenfunnel.bench.store import Store
 from tokenfunnel.bench.timing import time_prompt
 
@@ -89,6 +89,7 @@ def run_sweep(
     settings = config.settings()
     errors = {s.id: refusal(bench.model, s, bench.processor) for s in settings}
     runnable = [s for s in settings if errors[s.id] is None]
+    store.expect({s.id: resolved_options(s, bench.processor) for s in runnable})
     if group.main:
         store.start()
     scored = bench.processor is not None
