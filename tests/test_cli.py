@@ -104,3 +104,19 @@ def test_method_options_reach_the_method_and_a_bad_value_is_one_line(bundled, tm
     result = runner.invoke(app, [*args, "--option", "view=crop"])
     assert result.exit_code == 2 and "view must be one of" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "luvc", "--option", "cutoff=2"], "luvc: cutoff must be in (0, 1]"),
+        (["--method", "pdrop", "--keep", "0.05"], "pdrop: "),  # a keep the method cannot reach, without options
+    ],
+)
+def test_eval_refuses_before_asking_any_question(bundled, monkeypatch, args, message):
+    from tokenfunnel.eval import runner as eval_runner
+
+    monkeypatch.setattr(eval_runner, "evaluate", lambda *a, **k: pytest.fail("evaluated despite a refusal"))
+    result = runner.invoke(app, ["eval", "--dataset", "easyvqa", "--samples", "4", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

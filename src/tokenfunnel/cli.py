@@ -307,15 +307,13 @@ def evaluate(
     from tokenfunnel.eval.runner import evaluate as run_eval
 
     model, processor = _load(quiet=as_json)
+    if method != "none":
+        with _compressing(model, processor, method, keep, options):
+            pass  # a bad option or a keep the method cannot reach fails here, in one line, before any question
     with Progress(console=err, disable=as_json, transient=True) as progress:
         task = progress.add_task(f"evaluating on {dataset}", total=samples)
         advance = lambda n: progress.advance(task, n)  # noqa: E731
-        try:
-            row = run_eval(model, processor, dataset, samples, seed, batch_size, advance, method, keep, options)
-        except (TypeError, ValueError) as error:
-            if not options:
-                raise
-            fail(f"{method}: {error}")
+        row = run_eval(model, processor, dataset, samples, seed, batch_size, advance, method, keep, options)
     if as_json:
         typer.echo(json.dumps({"rows": [row]}))
         return
