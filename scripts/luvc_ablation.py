@@ -4,7 +4,8 @@
     python scripts/luvc_ablation.py --dataset easyvqa-dev --samples 180 --out benchmarks/luvc_ablation_single.json
 
 Each row: one LUVC option changed from the defaults at one keep, its accuracy on dev mosaics (or single images) and
-its agreement with the uncompressed model's answers on the same questions (a paired, less noisy signal). Resumable:
+its agreement with the uncompressed model's answers on the same questions (a paired, less noisy signal); baseline
+rows (random by default) put the variants in context on the same questions. Resumable:
 rows already in the output file are skipped, provided it was measured on the same set and weights (else refused).
 """
 
@@ -41,6 +42,12 @@ VARIANTS: dict[str, dict] = {
     "grid_keep=0.75": {"grid_keep": 0.75},
     "grid_keep=0.35, start=4": {"grid_keep": 0.35, "start": 4},
     "every=3": {"every": 3},
+    "cutoff=0.05 (DC only: distance from the image mean)": {"cutoff": 0.05},
+    "spectrum=1d, grid_keep=1": {"spectrum": "1d", "grid_keep": 1.0},
+    "shape=flat": {"shape": "flat"},
+    "shape=flat, spectrum=1d": {"shape": "flat", "spectrum": "1d"},
+    "shape=flat, spectrum=1d, grid_keep=1": {"shape": "flat", "spectrum": "1d", "grid_keep": 1.0},
+    "shape=geometric, spectrum=1d": {"shape": "geometric", "spectrum": "1d"},
 }
 
 
@@ -57,7 +64,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=180)
     parser.add_argument("--dataset", choices=("easyvqa-grid-dev", "easyvqa-dev"), default="easyvqa-grid-dev")
     parser.add_argument("--keep", type=float, nargs="+", default=[0.25])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
+    parser.add_argument(
+        "--baselines", nargs="*", default=["random"], help="other methods (default options) measured alongside"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_ablation.json"))
     args = parser.parse_args()
@@ -86,18 +96,21 @@ def main() -> None:
         done["reference"] = reference
         done["rows"] = [r for r in done["rows"] if r["variant"] != "uncompressed"] + [base]
         print(json.dumps(base), flush=True)
+    runs = [(name, "luvc", VARIANTS[name]) for name in args.variants]
+    runs += [(f"baseline: {method}", method, {}) for method in args.baselines]
     for keep in args.keep:
-        for name in args.variants:
+        for name, method, options in runs:
             if (name, keep) in have:
                 continue
             started = time.perf_counter()
-            with torch.no_grad(), tokenfunnel.compress(model, "luvc", keep=keep, **VARIANTS[name]) as handle:
+            with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep, **options) as handle:
                 got = answers(model, processor, items, args.batch)
                 realised = handle.report()["keep"]
             row = {
                 "variant": name,
+                "method": method,
                 "keep": keep,
-                "options": VARIANTS[name],
+                "options": options,
                 "realised_keep": realised,
                 "accuracy": _mean(a == t for a, t in zip(got, truth, strict=True)),
                 "agreement": _mean(a == r for a, r in zip(got, reference, strict=True)),

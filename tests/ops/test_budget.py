@@ -46,6 +46,12 @@ def test_cascade_hits_the_requested_total_for_every_shape(shape):
     check()
 
 
+def test_a_flat_cascade_drops_once_and_holds():
+    assert cascade(256, 30, 64, "flat", final_zero=False) == [64] * 30
+    counts = cascade(256, 30, 64, "flat")  # the last layer's share moves to the others
+    assert counts[-1] == 0 and set(counts[:-1]) == {66, 67} and sum(counts) == 64 * 30
+
+
 def test_cascade_low_budget_with_a_steep_shape_is_reached_or_refused():
     # 64 tokens over 6 layers at keep 0.1: 38.4 token-layers; "step" returns [64, 64, 0, 0, 0, 0] (128) silently
     for shape in SHAPES:

@@ -290,7 +290,7 @@ def test_each_option_runs_to_zero_at_the_requested_keep(options):
     assert abs(report["keep"] - 0.25) <= 1 / PATCHES
 
 
-@pytest.mark.parametrize("shape", ["linear", "geometric", "step"])
+@pytest.mark.parametrize("shape", ["linear", "geometric", "step", "flat"])
 def test_every_shape_honours_a_low_keep_without_oim(shape):
     # with grid_keep=1.0 all 64 tokens enter the decoder; keep=0.1 asks for 38.4 token-layers over 6 layers
     model = build()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-SHAPES = ("linear", "geometric", "step")
+SHAPES = ("linear", "geometric", "step", "flat")
 STEP_DEPTHS = (0.25, 0.5, 0.75)  # stage boundaries of the "step" shape, as fractions of the ramp (PyramidDrop-like)
 
 
@@ -23,6 +23,8 @@ def _profile(shape: str, p: float, n: int, ramp: int) -> list[float]:
         return [n * p ** (t + 1) for t in range(ramp)]
     if shape == "step":  # the same ratio p at the start and at each stage boundary
         return [n * p ** (1 + sum(t >= d * ramp for d in STEP_DEPTHS)) for t in range(ramp)]
+    if shape == "flat":  # one drop where the ramp begins, then the same count (FastV's schedule inside a cascade)
+        return [n * p] * ramp
     raise ValueError(f"unknown cascade shape {shape!r}; use one of {SHAPES}")
 
 
