@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape bench-clips video-tokens \
-	train train-learned bench-adaptive bench-single ablate-luvc-single clean
+	train train-learned bench-adaptive bench-single ablate-luvc-single confirm-luvc-single clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,12 @@ ablate-luvc: setup
 ablate-luvc-single: setup
 	$(BIN)/python scripts/luvc_ablation.py --dataset easyvqa-dev --samples 180 --out runs/luvc_ablation_single.json
 	cp runs/luvc_ablation_single.json benchmarks/luvc_ablation_single.json
+
+# The chosen defaults against the first design and random on 400 dev single images (the 180 above and 220 more)
+confirm-luvc-single: setup
+	$(BIN)/python scripts/luvc_ablation.py --dataset easyvqa-dev --samples 400 --out runs/luvc_confirm_single400.json \
+		--variants "first design" "spectrum=1d, grid_keep=1" "shape=flat, spectrum=1d, grid_keep=1" --baselines random
+	cp runs/luvc_confirm_single400.json benchmarks/luvc_confirm_single.json
 
 # The committed sweep: every registered method at three keeps on 200 test mosaics. Resumable: run it again after
 # an interruption and finished settings are reused (progress in runs/bench, which is this machine's); the

@@ -20,11 +20,16 @@ import torch
 
 import tokenfunnel
 from tokenfunnel.bench.models import fingerprint
+from tokenfunnel.bench.settings import Setting, resolved_options
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import predict
 
+# Each variant changes options of the first design (the defaults until the v2 single-image ablation), so rows
+# measured before the defaults changed still mean what their names say; "current defaults" is LUVC as it ships.
+FIRST_DESIGN = {"spectrum": "2d", "grid_keep": None, "shape": "linear"}
+CURRENT = "current defaults"
 VARIANTS: dict[str, dict] = {
-    "default": {},
+    "first design": {},
     "spectrum=1d": {"spectrum": "1d"},
     "spectrum=channel": {"spectrum": "channel"},
     "prefer=low": {"prefer": "low"},
@@ -64,7 +69,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=180)
     parser.add_argument("--dataset", choices=("easyvqa-grid-dev", "easyvqa-dev"), default="easyvqa-grid-dev")
     parser.add_argument("--keep", type=float, nargs="+", default=[0.25])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
+    parser.add_argument(
+        "--variants", nargs="+", default=[CURRENT, *VARIANTS], choices=[CURRENT, *VARIANTS], metavar="VARIANT"
+    )
     parser.add_argument(
         "--baselines", nargs="*", default=["random"], help="other methods (default options) measured alongside"
     )
@@ -77,7 +84,7 @@ def main() -> None:
     mine = {k: done.get(k) for k in what}
     if mine != what:
         parser.error(f"{args.out} holds rows of {mine}, not {what}: pass another --out, or delete it to start over")
-    have = {(r["variant"], r["keep"]) for r in done["rows"]}
+    measured = {(r["variant"], r["keep"]): r.get("resolved") for r in done["rows"]}
     model, processor = tokenfunnel.load_bundled(quiet=True)
     items = easyvqa.load_set(args.dataset, args.samples, 0)
     truth = [s.answer for s in items]
@@ -96,12 +103,15 @@ def main() -> None:
         done["reference"] = reference
         done["rows"] = [r for r in done["rows"] if r["variant"] != "uncompressed"] + [base]
         print(json.dumps(base), flush=True)
-    runs = [(name, "luvc", VARIANTS[name]) for name in args.variants]
+    runs = [(name, "luvc", {} if name == CURRENT else {**FIRST_DESIGN, **VARIANTS[name]}) for name in args.variants]
     runs += [(f"baseline: {method}", method, {}) for method in args.baselines]
     for keep in args.keep:
         for name, method, options in runs:
-            if (name, keep) in have:
+            resolved = resolved_options(Setting(method, keep), processor, options)
+            if measured.get((name, keep)) == resolved:
                 continue
+            # a row measured under other options (the defaults changed) is measured again, not kept
+            done["rows"] = [r for r in done["rows"] if (r["variant"], r["keep"]) != (name, keep)]
             started = time.perf_counter()
             with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep, **options) as handle:
                 got = answers(model, processor, items, args.batch)
@@ -111,6 +121,7 @@ def main() -> None:
                 "method": method,
                 "keep": keep,
                 "options": options,
+                "resolved": resolved,
                 "realised_keep": realised,
                 "accuracy": _mean(a == t for a, t in zip(got, truth, strict=True)),
                 "agreement": _mean(a == r for a, r in zip(got, reference, strict=True)),

@@ -75,7 +75,8 @@ def test_demo_json_on_a_user_image(bundled, tmp_path, astronaut):
     assert out["answer"]
     squeezed = data["compressed"]  # luvc at keep 0.25 by default
     assert squeezed["method"] == "luvc"
-    assert squeezed["visual_tokens"] < 256
+    layers = squeezed["llm_visual_tokens"]  # no OIM by default: all 256 leave the encoder, one drop before layer 0
+    assert squeezed["visual_tokens"] == 256 and 0 < layers[0] < 256 and layers[-1] == 0
     assert abs(squeezed["keep"] - 0.25) < 0.01
     assert squeezed["answer"]
 

@@ -108,10 +108,18 @@ def _compressed_answer(model, processor, image, question: str, method: str, keep
     with _compressing(model, processor, method, keep, options) as handle:
         out = _answer(model, processor, image, question)
         report = handle.report()
-    out["visual_tokens"] = report["visual_tokens"]
+    out["visual_tokens"] = report["visual_tokens"]  # after the encoder
+    out["llm_visual_tokens"] = report["llm_visual_tokens"]  # entering each decoder layer
     out["keep"] = report["keep"]
     out["encoder_keep"] = report.get("encoder_keep", 1.0)
     return out
+
+
+def _token_cell(out: dict) -> str:
+    """Visual tokens after the encoder, and those entering the first decoder layer where a method drops there."""
+    layers = out.get("llm_visual_tokens") or [out["visual_tokens"]]
+    first = layers[0][0] if isinstance(layers[0], list) else layers[0]  # one list per sample when samples differ
+    return str(out["visual_tokens"]) if first == out["visual_tokens"] else f"{out['visual_tokens']} → {first}"
 
 
 DATASET_HELP = "easyvqa, easyvqa-grid, easyvqa-mixed, easyvqa-clips (test split), or one of them with -dev."
@@ -231,7 +239,7 @@ def demo(
                 row["question"] if first else "",
                 label,
                 out["answer"],
-                str(out["visual_tokens"]),
+                _token_cell(out),
                 f"{out.get('keep', 1.0):.3f}",
                 f"{out['prefill_s']:.3f}",
             )

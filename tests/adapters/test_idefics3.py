@@ -16,6 +16,8 @@ import tokenfunnel
 from tokenfunnel.adapters import shuffle
 from tokenfunnel.adapters.vit import halves
 
+SPLIT = dict(grid_keep=None, shape="linear")  # OIM in the encoder, then the falling cascade (not the defaults)
+
 VOCAB, IMAGE, PAD = 128, 127, 0
 PX, PATCH, SCALE = 48, 4, 2  # a 12 x 12 patch grid per tile: 36 placeholders after the 2 x 2 pixel shuffle
 PER_TILE = (PX // PATCH // SCALE) ** 2
@@ -101,7 +103,7 @@ def test_keep_one_is_bit_identical(model):
 def test_remove_restores(model):
     batch = inputs(TEXTS, SEEDS)
     reference = logits(model, batch)
-    handle = tokenfunnel.compress(model, "luvc", keep=0.25)
+    handle = tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT)
     assert not torch.equal(logits(model, batch)[:, -1], reference[:, -1])
     handle.remove()
     assert torch.equal(logits(model, batch), reference)
@@ -112,7 +114,7 @@ def test_remove_restores(model):
 
 @pytest.mark.parametrize("keep, grid", [(0.25, [4, 5]), (0.3, [5, 5])])
 def test_padded_batch_matches_single_runs(model, keep, grid):
-    with tokenfunnel.compress(model, "luvc", keep=keep) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=keep, **SPLIT) as handle:
         both = logits(model, inputs(TEXTS, SEEDS))
         report = handle.report()
         for row, (text, seed) in enumerate(zip(TEXTS, SEEDS, strict=True)):
@@ -134,7 +136,7 @@ def test_padded_batch_matches_single_runs(model, keep, grid):
 
 def test_generate_batch_matches_single(model):
     kwargs = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
-    with tokenfunnel.compress(model, "luvc", keep=0.25):
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT):
         both = model.generate(**inputs(TEXTS, SEEDS), **kwargs)[:, -4:]
         for row, (text, seed) in enumerate(zip(TEXTS, SEEDS, strict=True)):
             assert torch.equal(both[row], model.generate(**inputs([text], [seed]), **kwargs)[0, -4:])
@@ -145,7 +147,7 @@ def test_generate_batch_matches_single(model):
 
 
 def test_proportional_attention_runs(model):
-    with tokenfunnel.compress(model, "luvc", keep=0.25, proportional=True) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT, proportional=True) as handle:
         out = logits(model, inputs(TEXTS, SEEDS))
         assert handle.report()["grids"] == [[4, 5]] * TILES
     assert torch.isfinite(out).all()
@@ -153,7 +155,7 @@ def test_proportional_attention_runs(model):
 
 def test_labels_are_refused(model):
     batch = inputs(TEXTS, SEEDS)
-    with tokenfunnel.compress(model, "luvc", keep=0.25), pytest.raises(ValueError, match="labels"):
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT), pytest.raises(ValueError, match="labels"):
         logits(model, batch, labels=batch["input_ids"])
 
 
@@ -161,7 +163,7 @@ def test_a_failed_call_leaves_no_stale_state(model):
     batch = inputs(TEXTS, SEEDS)
     text = {"input_ids": batch["input_ids"][:, -4:], "attention_mask": batch["attention_mask"][:, -4:]}
     reference = logits(model, text)
-    with tokenfunnel.compress(model, "luvc", keep=0.25) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT) as handle:
         assert handle.encoder_grid(12, 12) == (8, 10)  # known before any image: what sizes a serving prompt
         with pytest.raises((RuntimeError, ValueError, IndexError)):
             logits(model, {**batch, "attention_mask": batch["attention_mask"][:, 1:]})
@@ -171,7 +173,10 @@ def test_a_failed_call_leaves_no_stale_state(model):
 def test_unequal_tile_counts_are_refused(model):
     batch = inputs(TEXTS[:1], SEEDS[:1])
     batch["pixel_values"] = batch["pixel_values"][:, :1]  # one tile for two placeholder runs
-    with tokenfunnel.compress(model, "luvc", keep=0.25), pytest.raises(ValueError, match="same number of images"):
+    with (
+        tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT),
+        pytest.raises(ValueError, match="same number of images"),
+    ):
         logits(model, batch)
 
 
@@ -195,7 +200,7 @@ def test_shuffle_matches_connector_and_keeps_blocks(model):
 def test_steps_keep_the_grid_divisible():
     from tokenfunnel.methods.luvc import LUVC, LUVCConfig
 
-    plan = LUVC(LUVCConfig(keep=0.2))
+    plan = LUVC(LUVCConfig(keep=0.2, **SPLIT))
     steps = shuffle.scaled_steps(plan, 12, 12, 4, 2)
     h = w = 12
     for axis, r in steps.values():

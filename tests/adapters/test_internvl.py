@@ -9,6 +9,8 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Qwen2
 import tokenfunnel
 from tokenfunnel.adapters.vit import halves
 
+SPLIT = dict(grid_keep=None, shape="linear")  # OIM in the encoder, then the falling cascade (not the defaults)
+
 VOCAB, IMAGE, PAD = 128, 127, 0
 PX, PATCH = 48, 4  # a 12 x 12 patch grid per tile: 36 placeholders after the 2 x 2 pixel shuffle
 PER_TILE = (PX // PATCH // 2) ** 2
@@ -101,7 +103,7 @@ def test_keep_one_is_bit_identical(model):
 def test_remove_restores(model):
     batch = inputs(TEXTS, SEEDS)
     reference = logits(model, batch)
-    handle = tokenfunnel.compress(model, "luvc", keep=0.25)
+    handle = tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT)
     assert not torch.equal(logits(model, batch)[:, -1], reference[:, -1])
     handle.remove()
     assert torch.equal(logits(model, batch), reference)
@@ -113,7 +115,7 @@ def test_remove_restores(model):
 
 @pytest.mark.parametrize("keep, grid", [(0.25, [4, 5]), (0.3, [5, 5])])
 def test_padded_batch_matches_single_runs(model, keep, grid):
-    with tokenfunnel.compress(model, "luvc", keep=keep) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=keep, **SPLIT) as handle:
         both = logits(model, inputs(TEXTS, SEEDS))
         report = handle.report()
         for row, (text, seed) in enumerate(zip(TEXTS, SEEDS, strict=True)):
@@ -132,7 +134,7 @@ def test_padded_batch_matches_single_runs(model, keep, grid):
 
 def test_generate_batch_matches_single(model):
     kwargs = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False)
-    with tokenfunnel.compress(model, "luvc", keep=0.25):
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT):
         both = model.generate(**inputs(TEXTS, SEEDS), **kwargs)[:, -4:]
         for row, (text, seed) in enumerate(zip(TEXTS, SEEDS, strict=True)):
             assert torch.equal(both[row], model.generate(**inputs([text], [seed]), **kwargs)[0, -4:])
@@ -149,7 +151,7 @@ def test_earlier_feature_layer():
     reference = logits(model, batch)
     with tokenfunnel.compress(model, "luvc", keep=1.0):
         assert torch.equal(logits(model, batch), reference)
-    with tokenfunnel.compress(model, "luvc", keep=0.25, proportional=True) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT, proportional=True) as handle:
         out = logits(model, batch)
         report = handle.report()
     assert torch.isfinite(out).all()
@@ -159,7 +161,7 @@ def test_earlier_feature_layer():
 
 def test_unsupported_calls_are_refused(model):
     batch = inputs(TEXTS[:1], SEEDS[:1])
-    with tokenfunnel.compress(model, "luvc", keep=0.25):
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT):
         with pytest.raises(ValueError, match="vision_feature_select_strategy"):
             logits(model, batch, vision_feature_select_strategy="full")
         with pytest.raises(ValueError, match="vision_feature_layer"):

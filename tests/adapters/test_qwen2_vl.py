@@ -22,7 +22,8 @@ from tokenfunnel.runtime.state import RUN
 IMAGE, VIDEO, START, END, PAD = 100, 101, 102, 103, 0
 FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 GRIDS = [(1, 8, 12), (1, 4, 8)]  # two images per prompt, in patches: 4x6 and 2x4 language-model cells
-OIM = dict(keep=0.3, encoder_start=0.0)  # the tiny towers have 2 blocks: merge from the first one
+# OIM with the falling cascade (the defaults have no OIM); the tiny towers have 2 blocks: merge from the first one
+OIM = dict(keep=0.3, encoder_start=0.0, grid_keep=None, shape="linear")
 INIT = 0.2  # larger than transformers' 0.02 so random logits are far apart: greedy choices do not flip on 1e-7 noise
 
 
@@ -238,7 +239,7 @@ def test_tower_loop_matches_the_tower(model):
 
 def test_oim_merges_whole_blocks(model):
     _, pixels, grids = _prompt(3, pre=1, grids=[(1, 8, 12), (1, 4, 4), (1, 10, 6)])
-    with tokenfunnel.compress(model, "luvc", keep=0.25, encoder_start=0.0):
+    with tokenfunnel.compress(model, "luvc", keep=0.25, encoder_start=0.0, grid_keep=None):
         features = model.model.get_image_features(pixels, grids)
     run = getattr(features, RUN)
     assert run.merged and bool((run.merged_thw[:, 1:] % 2 == 0).all())

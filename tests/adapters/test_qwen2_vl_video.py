@@ -19,7 +19,8 @@ from tokenfunnel.runtime.state import RUN
 SIDE = (8, 12)  # patches of each temporal slice: a 4x6 grid of language-model cells
 CELLS = SIDE[0] * SIDE[1] // 4
 ROW = 3 * 2 * 2 * 2  # one patch row of pixel_values_videos: channels x temporal patch x patch x patch
-OIM = dict(keep=0.3, encoder_start=0.0)  # the tiny towers have 2 blocks: merge from the first one
+# OIM with the falling cascade (the defaults have no OIM); the tiny towers have 2 blocks: merge from the first one
+OIM = dict(keep=0.3, encoder_start=0.0, grid_keep=None, shape="linear")
 TEMPORAL = {
     "pvc": dict(frame_threshold=0.99, encoder_start=0.0),  # the tiny towers have 2 blocks
     "pvc-frames": dict(frame_threshold=0.99),
@@ -131,7 +132,7 @@ def test_tower_loop_matches_the_tower_on_videos(model):
 def test_oim_merges_every_slice_of_a_video_to_one_grid(model):
     pixels, grid = _video([0, 1, 2], 4)
     more, other = _video([0, 1], 5, side=(4, 8))
-    with tokenfunnel.compress(model, "luvc", keep=0.25, encoder_start=0.0):
+    with tokenfunnel.compress(model, "luvc", keep=0.25, encoder_start=0.0, grid_keep=None):
         features = model.model.get_video_features(torch.cat([pixels, more]), torch.cat([grid, other]))
     run = getattr(features, RUN)
     assert run.merged and run.merged_thw[:, 0].tolist() == [3, 2] and bool((run.merged_thw[:, 1:] % 2 == 0).all())

@@ -90,7 +90,7 @@ def test_each_image_of_a_sample_is_scored_on_its_own_grid():
     # two images, 8x8 then 4x4: the outlier sits in the second; the first image's wave must not leak into it
     x = torch.cat([smooth_grid(1, 8, 8, seed=1), smooth_grid(1, 4, 4, seed=2)], dim=1)
     add_outlier(x, 0, 64 + 6)
-    s = score(x, images=((8, 8), (4, 4)))
+    s = score(x, images=((8, 8), (4, 4)), spectrum="2d")
     assert s.argmax(1).tolist() == [70]
     assert s[0, :64].abs().max() < 1e-6
 

@@ -11,6 +11,7 @@ import tokenfunnel
 from tiny import GRID, PATCHES, SHORT, batch, build, generate, logits, pair, positions, prompt, sample_ids
 from tokenfunnel.runtime.patch import MARK
 
+SPLIT = dict(grid_keep=None, shape="linear")  # OIM in the encoder, then the falling cascade (not the defaults)
 TOWERS = ("dinov2", "clip")  # SigLIP has its own tests below: LLaVA's "default" strategy does not fit it
 
 
@@ -64,12 +65,13 @@ def test_another_instance_of_the_same_class_is_untouched():
 # -- padded batches and report() ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("options", [SPLIT, {}], ids=["split", "defaults"])
 @pytest.mark.parametrize("keep", [0.25, 0.5])
 @pytest.mark.parametrize("tower", TOWERS)
-def test_a_padded_batch_matches_each_prompt_alone(tower, keep):
+def test_a_padded_batch_matches_each_prompt_alone(tower, keep, options):
     model = build(tower)
     together, alone = pair()
-    with tokenfunnel.compress(model, "luvc", keep=keep) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=keep, **options) as handle:
         last = logits(model, together)[:, -1]
         kept = handle.report()["kept"]
         gen = generate(model, together)
@@ -103,7 +105,7 @@ def _assert_boxes_tile_the_grid(report: dict) -> None:
 def test_report_counts_grids_and_boxes_are_consistent(tower, keep):
     model = build(tower)
     together, _ = pair()
-    with tokenfunnel.compress(model, "luvc", keep=keep) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=keep, **SPLIT) as handle:
         logits(model, together)
         report = handle.report()
     counts, original = report["llm_visual_tokens"], report["original_visual_tokens"]
@@ -149,11 +151,12 @@ def greedy(model, inputs: dict, n: int, explicit: bool = True) -> torch.Tensor:
     return torch.stack(tokens, dim=1)
 
 
+@pytest.mark.parametrize("options", [SPLIT, {}], ids=["split", "defaults"])
 @pytest.mark.parametrize("keep", [0.25, 0.5])
-def test_generate_matches_a_manual_greedy_loop(keep):
+def test_generate_matches_a_manual_greedy_loop(keep, options):
     model = build()
     together, _ = pair()
-    with tokenfunnel.compress(model, "luvc", keep=keep) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=keep, **options) as handle:
         gen = generate(model, together, 6)
         assert handle.report()["llm_visual_tokens"][-1] == 0  # generate()'s prefill was pruned
         assert torch.equal(greedy(model, together, 6), gen)
@@ -242,7 +245,7 @@ def test_second_to_last_feature_layer_merges_only_where_it_feeds_the_projector()
     ref = logits(model, inputs)
     with tokenfunnel.compress(model, "luvc", keep=1.0):
         assert torch.equal(logits(model, inputs), ref)
-    with tokenfunnel.compress(model, "luvc", keep=0.25) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT) as handle:
         logits(model, inputs)
         report = handle.report()
     gh, gw = report["grids"][0]
@@ -257,7 +260,7 @@ def test_proportional_attention_changes_the_output_only_once_tokens_are_merged()
     out = {}
     for keep in (0.25, 0.5):  # OIM merges at 0.25 (grid_keep 0.5), not at 0.5 (grid_keep 1.0)
         for proportional in (False, True):
-            with tokenfunnel.compress(model, "luvc", keep=keep, proportional=proportional):
+            with tokenfunnel.compress(model, "luvc", keep=keep, proportional=proportional, **SPLIT):
                 out[keep, proportional] = logits(model, inputs)
     assert torch.isfinite(out[0.25, True]).all()
     assert not torch.allclose(out[0.25, True], out[0.25, False], atol=1e-4)
@@ -275,7 +278,7 @@ def test_proportional_attention_changes_the_output_only_once_tokens_are_merged()
         dict(spectrum="channel"),
         dict(prefer="low"),
         dict(normed=False, cutoff=0.25),
-        dict(start=2),
+        dict(start=2, grid_keep=None),  # all 64 tokens through two layers fit the budget only after OIM
     ],
     ids=str,
 )
@@ -304,7 +307,7 @@ def test_two_images_per_sample_in_a_padded_batch():
     model = build()
     samples = [sample_ids([2, 3, 4], images=2), sample_ids([6, 1, 5], images=2, seed=1)]
     together = batch(samples, images=2)
-    with tokenfunnel.compress(model, "luvc", keep=0.25) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT) as handle:
         last = logits(model, together)[:, -1]
         report = handle.report()
         for row, s in enumerate(samples):
@@ -326,7 +329,7 @@ def test_siglip_with_full_features_compresses():
     ref = logits(model, inputs)
     with tokenfunnel.compress(model, "luvc", keep=1.0):
         assert torch.equal(logits(model, inputs), ref)
-    with tokenfunnel.compress(model, "luvc", keep=0.25) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT) as handle:
         logits(model, inputs)
         assert handle.report()["llm_visual_tokens"][-1] == 0
 
@@ -349,7 +352,7 @@ def test_siglip_with_default_features_is_refused_up_front_or_left_exact():
 def test_encoder_grid_is_known_before_the_image_runs():
     model = build("dinov2")
     inputs = prompt()
-    with tokenfunnel.compress(model, "luvc", keep=0.25) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **SPLIT) as handle:
         expected = handle.encoder_grid(8, 8)
         with torch.no_grad():
             model(**inputs)

@@ -41,16 +41,16 @@ class Setting:
 NONE = Setting("none", 1.0)
 
 
-def resolved_options(setting: Setting, processor=None) -> dict:
-    """Every option of the setting's method as it would run (defaults included; the tokenizer left out), as plain
-    JSON. Saved with each finished part of a sweep, so that progress measured under other defaults is measured
-    again rather than reused."""
+def resolved_options(setting: Setting, processor=None, options: dict | None = None) -> dict:
+    """Every option of the setting's method as it would run with ``options`` (defaults included; the tokenizer left
+    out), as plain JSON. Saved with each finished part of a sweep, so that progress measured under other defaults is
+    measured again rather than reused."""
     if setting.baseline:
         return {}
     from tokenfunnel.methods.registry import METHODS, processor_options
 
     config_cls = METHODS[setting.method][0]
-    given = processor_options(setting.method, processor)
+    given = {**processor_options(setting.method, processor), **(options or {})}
     config = config_cls(**given) if setting.keep is None else config_cls(keep=setting.keep, **given)
     return {f.name: _plain(getattr(config, f.name)) for f in fields(config) if f.name != "tokenizer"}
 
