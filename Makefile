@@ -41,9 +41,13 @@ eval: setup
 
 # LUVC on the bundled VLM: test-split accuracy at three keeps, LLM prefill speed, and the dev-split ablation
 eval-luvc: setup
+	rm -f runs/luvc_eval_easyvqa_grid.jsonl && mkdir -p runs
 	for keep in 0.5 0.25 0.11; do \
-		$(BIN)/tokenfunnel eval --dataset easyvqa-grid --samples 300 --seed 0 --method luvc --keep $$keep --json; \
+		$(BIN)/tokenfunnel eval --dataset easyvqa-grid --samples 300 --seed 0 --method luvc --keep $$keep --json \
+			>> runs/luvc_eval_easyvqa_grid.jsonl || exit 1; \
 	done
+	cat runs/luvc_eval_easyvqa_grid.jsonl
+	cp runs/luvc_eval_easyvqa_grid.jsonl benchmarks/
 
 speed-luvc: setup
 	$(BIN)/python scripts/luvc_speed.py --keep 0.5 0.25 0.11 --samples 12 --out benchmarks/luvc_speed.json
