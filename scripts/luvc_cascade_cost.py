@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from luvc_ablation import answers  # this folder: run as python scripts/luvc_cascade_cost.py
 
 import tokenfunnel
 from tokenfunnel.data import easyvqa
-from tokenfunnel.eval.scoring import predict
 from tokenfunnel.methods import registry
 from tokenfunnel.methods.luvc import LUVC, LUVCConfig
+from tokenfunnel.methods.random_drop import RandomConfig, RandomDrop
 from tokenfunnel.runtime.state import ScoreInput
 
 KEEP = 0.25
@@ -33,21 +34,12 @@ class RandomScoreConfig(LUVCConfig):
 
 class RandomScore(LUVC):
     def score(self, inputs: ScoreInput) -> torch.Tensor:
-        values = torch.rand(int(inputs.cells.max()) + 1, generator=torch.Generator().manual_seed(0))
-        return values.to(inputs.cells.device)[inputs.cells]
+        return RandomDrop(RandomConfig()).score(inputs)
 
 
 SCHEDULES = {"one drop, held": dict(shape="flat", final_zero=False), "linear cascade to zero": dict(shape="linear")}
 SCORES = {"spectral (1d)": ("luvc", dict(spectrum="1d")), "spectral (2d)": ("luvc", dict(spectrum="2d"))}
 SCORES["random"] = ("luvc-random-score", {})
-
-
-def answers(model, processor, items) -> list[str]:
-    out = []
-    for start in range(0, len(items), 8):
-        chunk = items[start : start + 8]
-        out += predict(model, processor, [s.image for s in chunk], [s.question for s in chunk], easyvqa.answers())
-    return out
 
 
 def main() -> None:
@@ -60,14 +52,14 @@ def main() -> None:
     items = easyvqa.load_set("easyvqa-dev", args.samples, 0)
     truth = [s.answer for s in items]
     with torch.no_grad():
-        reference = answers(model, processor, items)
+        reference = answers(model, processor, items, 8)
     lines = [{"score": "none (uncompressed)", "schedule": None, "accuracy": _share(reference, truth)}]
     print(json.dumps(lines[0]), flush=True)
     for score, (method, options) in SCORES.items():
         for schedule, shape in SCHEDULES.items():
             chosen = dict(keep=KEEP, grid_keep=1.0, **options, **shape)
             with torch.no_grad(), tokenfunnel.compress(model, method, **chosen) as handle:
-                got = answers(model, processor, items)
+                got = answers(model, processor, items, 8)
                 realised = handle.report()["keep"]
             line = {"score": score, "schedule": schedule, "keep": KEEP, "realised_keep": realised}
             line |= {"accuracy": _share(got, truth), "agreement": _share(got, reference)}

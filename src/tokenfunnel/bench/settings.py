@@ -47,11 +47,10 @@ def resolved_options(setting: Setting, processor=None, options: dict | None = No
     measured again rather than reused."""
     if setting.baseline:
         return {}
-    from tokenfunnel.methods.registry import METHODS, processor_options
+    from tokenfunnel.methods.registry import make_config, processor_options
 
-    config_cls = METHODS[setting.method][0]
     given = {**processor_options(setting.method, processor), **(options or {})}
-    config = config_cls(**given) if setting.keep is None else config_cls(keep=setting.keep, **given)
+    config = make_config(setting.method, setting.keep, **given)
     return {f.name: _plain(getattr(config, f.name)) for f in fields(config) if f.name != "tokenizer"}
 
 

@@ -68,6 +68,24 @@ def _by_config(config) -> str:
     )
 
 
+def make_config(method: str, keep: float | None = None, **options):
+    """The config ``compress(model, method, keep=keep, **options)`` runs with (its defaults filled in); unknown
+    methods, options and a keep for a method that takes none are refused."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    config_cls, _ = METHODS[method]
+    allowed = {f.name for f in fields(config_cls)}
+    if keep is not None and "keep" not in allowed:
+        raise TypeError(
+            f"{method} takes no keep: its budget follows the input (see its options); handle.report() gives the "
+            "realised keep"
+        )
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(f"{method} has no option {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}")
+    return config_cls(**options) if keep is None else config_cls(keep=keep, **options)
+
+
 def compress(model, method="luvc", keep: float | None = None, **options) -> Handle:
     """Compress ``model``'s visual tokens in place (this instance only): ``compress(model, "luvc", keep=0.25)``.
 
@@ -75,19 +93,7 @@ def compress(model, method="luvc", keep: float | None = None, **options) -> Hand
     ``remove()`` (or the end of a ``with`` block) restores the model exactly.
     """
     if isinstance(method, str):
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-        config_cls, _ = METHODS[method]
-        allowed = {f.name for f in fields(config_cls)}
-        if keep is not None and "keep" not in allowed:
-            raise TypeError(
-                f"{method} takes no keep: its budget follows the input (see its options); handle.report() gives the "
-                "realised keep"
-            )
-        unknown = sorted(set(options) - allowed)
-        if unknown:
-            raise TypeError(f"{method} has no option {', '.join(unknown)}; its options: {', '.join(sorted(allowed))}")
-        config = config_cls(**options) if keep is None else config_cls(keep=keep, **options)
+        config = make_config(method, keep, **options)
     else:
         if keep is not None or options:
             raise TypeError("pass options either in the config object or as keywords, not both")
