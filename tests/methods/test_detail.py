@@ -5,7 +5,6 @@ with details is the unmodified model bit for bit, remove() restores it, and refu
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -171,21 +170,6 @@ def test_bad_options_are_refused_before_anything_is_patched(options, message):
     model = build()
     with pytest.raises(ValueError, match=message):
         tokenfunnel.compress(model, "detail", **options)
-    assert not hasattr(model, MARK)
-
-
-@pytest.mark.parametrize("family", ["idefics3", "internvl", "qwen2_vl"])
-def test_tiling_and_other_families_are_refused_naming_the_supported_one(family):
-    with pytest.raises(ValueError, match="LLaVA-family models only"):
-        Detail(DetailConfig(details="never")).check(SimpleNamespace(family=family))
-
-
-def test_a_real_smolvlm_is_refused_before_anything_is_patched():
-    from adapters.test_idefics3 import build as build_tiling
-
-    model = build_tiling("smolvlm")
-    with pytest.raises(ValueError, match="idefics3 tiles its images"):
-        tokenfunnel.compress(model, "detail", details="always")
     assert not hasattr(model, MARK)
 
 

@@ -163,3 +163,18 @@ def test_bench_settings_hand_the_processor_tokenizer_to_methods_that_read_the_qu
         logits(model, sample(*EASY))
         assert handle.report()["stage"]["tier"] == ["easy"]
     assert not hasattr(model, MARK)
+
+
+def test_the_processor_image_normalisation_reaches_the_methods_that_read_pixels():
+    """A SigLIP-style processor normalises with 0.5 / 0.5: difficulty and detail must undo that, not ImageNet's."""
+    from types import SimpleNamespace
+
+    from tokenfunnel.methods.registry import processor_options
+
+    half = SimpleNamespace(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    siglip = SimpleNamespace(tokenizer=Words(), image_processor=half)
+    for method in ("difficulty", "detail"):
+        options = processor_options(method, siglip)
+        assert options["image_mean"] == options["image_std"] == (0.5, 0.5, 0.5)
+    assert processor_options("lod", siglip) == {}  # lod reads neither pixels nor the question as text
+    assert processor_options("luvc", siglip) == {}

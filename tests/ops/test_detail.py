@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokenfunnel.ops.detail import blocks, detail_reasons, pick_details, requires_details, stand_ins
+from tokenfunnel.ops.detail import blocks, detail_reasons, pick_details, requires_details, stand_ins, unseen
 
 FLAT = torch.full((3, 64, 64), 0.5)
 
@@ -75,3 +75,12 @@ def test_a_global_token_stands_at_the_free_cell_nearest_its_block_centre():
     # two images of one sample: the second image's blocks are numbered after the first's
     two = torch.cat([blocks(2, 2, 1, 1), blocks(2, 2, 1, 1) + 1])
     assert stand_ins(two, torch.zeros(8, dtype=torch.bool), 2, 2, 2).tolist() == [0, 4]
+
+
+def test_unseen_is_zero_for_a_token_the_global_view_holds_anywhere_and_one_for_an_orthogonal_one():
+    coarse = torch.eye(4)[:3] * torch.tensor([[2.0], [1.0], [0.5]])  # three global tokens along axes 0, 1, 2
+    detail = torch.tensor([[0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    out = unseen(detail, coarse)
+    assert out[0] == pytest.approx(0.0, abs=1e-6)  # the same direction as the second global token, wherever it is
+    assert out[1] == pytest.approx(1.0)  # nothing in the global view points its way
+    assert out[2] == pytest.approx(1 - 2**-0.5)  # 45 degrees from the nearest

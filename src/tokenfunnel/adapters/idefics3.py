@@ -24,6 +24,8 @@ CLASSES = (
 class Idefics3Adapter:
     placeholder = "image"
     family = "idefics3"
+    select_stage = True  # placeholders.shrink_set runs select stages on each tile's shuffled grid
+    thumbnail_last = True  # a picture cut into tiles comes as its tiles, then a thumbnail of the whole
 
     def __init__(self, model) -> None:
         self.core = model.model if type(model).__name__.endswith("ForConditionalGeneration") else model
@@ -38,6 +40,11 @@ class Idefics3Adapter:
         self.encoder_layers = list(self.vision_tower.encoder.layers)
         self.usable_layers = len(self.encoder_layers)  # the connector reads the last layer (after post_layernorm)
         self.image_token_id = self.config.image_token_id
+
+    def token_grid(self) -> tuple[int, int]:
+        """The grid of language-model tokens of one tile at the size the processor cuts: patches / s per side."""
+        side = self.config.vision_config.image_size // self.patch_size // self.scale
+        return side, side
 
     def patch_grid(self, pixel_values) -> tuple[int, int]:
         return pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size

@@ -23,6 +23,8 @@ CLASSES = ("InternVLForConditionalGeneration", "InternVLModel")
 class InternVLAdapter:
     placeholder = "<IMG_CONTEXT>"
     family = "internvl"
+    select_stage = True  # placeholders.shrink_set runs select stages on each tile's shuffled grid
+    thumbnail_last = True  # a picture cut into tiles comes as its tiles, then a thumbnail of the whole
 
     def __init__(self, model) -> None:
         self.core = model.model if type(model).__name__ == "InternVLForConditionalGeneration" else model
@@ -51,6 +53,12 @@ class InternVLAdapter:
         self.feature_layer = layer
         self.usable_layers = layer if layer >= 0 else n + 1 + layer
         self.image_token_id = self.config.image_token_id
+
+    def token_grid(self) -> tuple[int, int]:
+        """The grid of language-model tokens of one tile at the size the processor cuts: patches / s per side."""
+        size = self.config.vision_config.image_size
+        h, w = tuple(size) if isinstance(size, list | tuple) else (size, size)
+        return h // self.patch_size[0] // self.scale, w // self.patch_size[1] // self.scale
 
     def patch_grid(self, pixel_values) -> tuple[int, int]:
         return pixel_values.shape[-2] // self.patch_size[0], pixel_values.shape[-1] // self.patch_size[1]

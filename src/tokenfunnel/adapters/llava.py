@@ -23,6 +23,7 @@ class LlavaAdapter:
     family = "llava"
     scale = 1  # one language-model token per patch
     placeholder = "<image>"
+    select_stage = True  # placeholders.shrink_set runs select stages (lod, difficulty, learned, detail) here
 
     def __init__(self, model) -> None:
         self.core = model.model if type(model).__name__ == "LlavaForConditionalGeneration" else model
@@ -64,6 +65,10 @@ class LlavaAdapter:
         if vc.model_type == "dinov2" and seq and math.isqrt(seq) ** 2 == seq:
             side = math.isqrt(seq)
         return side, side
+
+    def token_grid(self) -> tuple[int, int]:
+        """The grid of language-model tokens of one image: its patch grid (one token per patch)."""
+        return self.nominal_grid()
 
     def patch_grid(self, pixel_values: Tensor) -> tuple[int, int]:
         return pixel_values.shape[-2] // self.patch_size, pixel_values.shape[-1] // self.patch_size

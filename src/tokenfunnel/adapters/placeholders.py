@@ -3,10 +3,11 @@ Idefics3/SmolVLM and InternVL (pixel shuffle by s). After OIM each image's run i
 kept: each token takes the placeholder, and so the position, of the block that holds its centre patch; text keeps
 the positions of the unmerged prompt.
 
-Plans with a stage between the projector and the language model (LLaVA family) shrink the runs themselves:
-``temporal`` (pvc) folds the frames of a video, ``select`` (lod, difficulty, detail) turns each sample's tokens and
-question into a smaller set, each token at the placeholder of one of its cells; a plan may also read a coarser view of
-each image (detail's global view), encoded by the runtime in one extra tower call.
+Plans with a stage between the projector and the language model shrink the runs themselves: ``temporal`` (pvc, LLaVA
+family) folds the frames of a video, ``select`` (lod, difficulty, learned, detail; every family here) turns each
+sample's tokens, after any pixel shuffle, and its question into a smaller set, each token at the placeholder of one of
+its cells; a plan may also read a coarser view of each image (detail's global view), encoded by the runtime in one
+extra tower call.
 """
 
 from __future__ import annotations
@@ -150,13 +151,11 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
     """Like ``shrink`` for a plan with a select stage: per sample, ``rt.plan.select`` turns the projected tokens of
     its images and its question into a smaller set of tokens, each at the placeholder of one input cell; samples
     keeping different counts are padded as in ``adapters.frames``. Also returns the features that stay."""
-    token, name = rt.adapter.image_token_id, getattr(rt.plan, "name", "this method")
-    if rt.adapter.scale != 1:
-        raise ValueError(f"{name} needs one language-model token per patch, not {rt.adapter.family}'s")
+    token, name, s = rt.adapter.image_token_id, getattr(rt.plan, "name", "this method"), rt.adapter.scale
     if run.cells is not None or run.grid != run.patch_grid:
         raise ValueError(f"{name} needs each image's whole patch grid after the projector, but the encoder merged it")
     b = input_ids.shape[0]
-    h, w = run.patch_grid
+    h, w = run.patch_grid[0] // s, run.patch_grid[1] // s  # the language model's grid (after any pixel shuffle)
     count = images_per_sample(rt, run, input_ids, h * w)
     per_sample = count * h * w
     feats = torch.cat(list(encoded.pooler_output)).view(b, count, h * w, -1)
@@ -173,20 +172,21 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
         pixels = None if run.pixels is None else run.pixels[i * count : (i + 1) * count]
         view = None if views is None else views[i * count : (i + 1) * count]
         ids = input_ids[i, q]
+        thumbnail = count > 1 and getattr(rt.adapter, "thumbnail_last", False)
         sel: Selection = rt.plan.select(
-            Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid)
+            Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid, thumbnail)
         )
         picks.append(frames.Placed(at[i, sel.cells], sel.features, sel.cells))
         chosen.append(sel)
     new = frames.place(picks, visual, feats)
     rt.record.encoder_tokens = [t + extra for t in run.tokens]
-    rt.record.encoder_original = [run.prefix + h * w] * len(run.tokens)
+    rt.record.encoder_original = [run.prefix + run.patch_grid[0] * run.patch_grid[1]] * len(run.tokens)
     layout = Layout(
         visual=input_ids.gather(1, new.index) == token,
         images=[(h, w)] * count,
         original=per_sample,
-        boxes=list(boxes(run.rows, run.cols, 1)),
-        patch_grid=(h, w),
+        boxes=list(boxes(run.rows, run.cols, s)),
+        patch_grid=run.patch_grid,
         cells=new.cells,
         schedules=[list(s.counts) for s in chosen],
         stage={key: [s.info[key] for s in chosen] for key in chosen[0].info},
@@ -218,8 +218,10 @@ def coarse_views(rt, run, h: int, w: int) -> tuple[tuple[int, int] | None, Tenso
 
 
 def with_features(encoded, features: Tensor):
-    """A copy of the encoder output that carries ``features`` instead (the caller's object stays as it was)."""
-    out = BaseModelOutputWithPooling(last_hidden_state=encoded.last_hidden_state, pooler_output=list(features))
+    """A copy of the encoder output that carries ``features`` (B, k, D) instead, in the form the family's forward
+    reads: one tensor where the model gave one (InternVL), else a list (the caller's object stays as it was)."""
+    pooled = features.flatten(0, 1) if isinstance(encoded.pooler_output, Tensor) else list(features)
+    out = BaseModelOutputWithPooling(last_hidden_state=encoded.last_hidden_state, pooler_output=pooled)
     object.__setattr__(out, RUN, run_of(encoded))
     return out
 

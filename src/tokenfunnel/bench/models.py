@@ -89,6 +89,7 @@ class ChatProcessor:
             raise BenchError(f"{type(processor).__name__} has no tokenizer with a chat template; cannot build prompts")
         tokenizer.padding_side = "left"
         self.processor, self.tokenizer = processor, tokenizer
+        self.image_processor = getattr(processor, "image_processor", None)  # its normalisation, for processor_options
         token_id = getattr(processor, "image_token_id", None)
         if token_id is None:
             token_id = tokenizer.convert_tokens_to_ids(getattr(processor, "image_token", "<image>"))

@@ -71,6 +71,23 @@ class EncoderSide:
         self.encoder_steps(*seen, adapter.usable_layers)  # raises if the keep cannot be honoured
 
 
+class SelectStage(EncoderSide):
+    """Base of the methods with a stage between the projector and the language model (``select``): they read each
+    sample's projected tokens (after any pixel shuffle) and question and keep a set of them, so they run on every
+    family whose adapter has that stage (``select_stage``), tiling ones included."""
+
+    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
+        return {}
+
+    def check(self, adapter) -> None:
+        if not getattr(adapter, "select_stage", False):
+            raise ValueError(
+                f"{self.name} runs on LLaVA, Idefics3/SmolVLM and InternVL models (it picks tokens between the "
+                f"projector and the language model, a stage the {adapter.family} adapter does not have); use luvc, "
+                "fastv, pdrop, dart or random there"
+            )
+
+
 def tokens_for(keep: float, h: int, w: int, name: str) -> int:
     n = round(keep * h * w)
     if n < 1:

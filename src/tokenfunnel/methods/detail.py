@@ -14,6 +14,11 @@ most novel detail tokens fill the budget beside the global tokens; a global toke
 detail is dropped and its slot goes to one more detail token. Each token takes the placeholder (so the position)
 of a cell: a detail token its own, a global token the free cell nearest its block's centre.
 
+Tiling families (Idefics3/SmolVLM, InternVL) already show the model a picture as tiles plus a thumbnail of the
+whole: there the thumbnail is the global view (pooled to a coarser grid only when the budget is smaller) and the tiles
+are the detail (``tiles="thumbnail"``, the default); since the model is not told where a tile lies, a tile token's
+novelty is 1 - its best cosine with any global token.
+
 ``keep`` is the budget with details (global tokens included); without details only the global tokens enter, so the
 realised keep is lower (``handle.report()`` gives it, and per sample whether details were used and why). The default
 global grid scales each side by sqrt(global_share x keep): half the budget is global (8x8 of 16x16 at keep 0.5,
@@ -27,14 +32,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokenfunnel.methods.common import EncoderSide, check_keep
+from tokenfunnel.methods.common import SelectStage, check_keep
 from tokenfunnel.methods.difficulty import IMAGENET_MEAN, IMAGENET_STD
-from tokenfunnel.ops.detail import SPATIAL, blocks, detail_reasons, novelty, pick_details, stand_ins
+from tokenfunnel.ops.detail import SPATIAL, blocks, detail_reasons, novelty, pick_details, stand_ins, unseen
 from tokenfunnel.ops.relevance import region_means
 from tokenfunnel.runtime.state import Selection, Visuals
 
 DETAILS = ("auto", "always", "never")
 VIEWS = ("image", "pool")
+TILES = ("thumbnail", "images")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,10 @@ class DetailConfig:
         pass); "image" encodes the image downsampled to the global grid (a second, smaller encoder pass, FastVLM's
         low-resolution view). "pool" is the default by measurement: on the bundled VLM's dev split it scores 0.79
         against 0.63 without details and 0.89 against 0.71 with them, at keep 0.25 (scripts/detail_views.py).
+    tiles: how a tiling family's sample of several images is read (Idefics3/SmolVLM, InternVL; LLaVA's images are
+        always pictures of their own). "thumbnail": the tiles of one picture and, last, its thumbnail, which is the
+        global view (pooled to the global grid when the budget is smaller), and detail tokens come from the tiles;
+        "images": every image a picture with its own pooled global view (for prompts that hold several pictures).
     words, max_words, edge_threshold, busy: the policy's spatial words, question length in words above which details
         are needed, Sobel threshold of an edge pixel, and edge density above which details are needed.
     image_mean, image_std: the processor's normalisation, undone to read the pixels (ImageNet's, the bundled VLM's).
@@ -61,6 +71,7 @@ class DetailConfig:
     global_share: float = 0.5
     global_grid: tuple[int, int] | None = None
     view: str = "pool"
+    tiles: str = "thumbnail"
     words: tuple[str, ...] = SPATIAL
     max_words: int = 15
     edge_threshold: float = 0.2
@@ -79,6 +90,8 @@ class DetailConfig:
             )
         if self.view not in VIEWS:
             raise ValueError(f"view must be one of {VIEWS}, got {self.view!r}")
+        if self.tiles not in TILES:
+            raise ValueError(f"tiles must be one of {TILES}, got {self.tiles!r}")
         if not 0 < self.global_share <= 1:
             raise ValueError(f"global_share must be in (0, 1], got {self.global_share}")
         if self.global_grid is not None:
@@ -94,25 +107,23 @@ class DetailConfig:
             raise ValueError("image_mean and image_std are the processor's three per-channel values (std > 0)")
 
 
-class Detail(EncoderSide):
+class Detail(SelectStage):
     name = "detail"
     needs_pixels = True  # the global view and the policy read the images the model was given
 
     def __init__(self, config: DetailConfig) -> None:
         self.config = config
 
-    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
-        return {}
-
     def check(self, adapter) -> None:
-        if adapter.family != "llava":
-            # tiling families show the thumbnail and the tiles as separate images of one placeholder run, at a
-            # pixel-shuffled scale; the select stage sees neither apart nor a tile's place in the image
+        super().check(adapter)
+        if self.config.view == "image" and adapter.scale != 1:
             raise ValueError(
-                f"detail runs on LLaVA-family models only (one token per patch, the image seen whole); "
-                f"{adapter.family} tiles its images, which detail does not read yet: use lod or luvc there"
+                f"detail's view='image' encodes each image again at a coarser patch grid, which {adapter.family}'s "
+                "pixel-shuffle connector does not take at every size; use view='pool' (the default)"
             )
-        h, w = adapter.nominal_grid()
+        if getattr(adapter, "thumbnail_last", False) and self.config.tiles == "thumbnail":
+            return  # the budget follows the tiles a picture is cut into: checked once they are seen
+        h, w = adapter.token_grid()
         self.budget(h, w, 1)  # raises if the keep cannot hold the global grid
 
     def view_grid(self, h: int, w: int) -> tuple[int, int] | None:
@@ -162,6 +173,8 @@ class Detail(EncoderSide):
         return bool(reasons), "; ".join(reasons) or "none", text
 
     def select(self, v: Visuals) -> Selection:
+        if v.thumbnail and self.config.tiles == "thumbnail":
+            return self.select_tiles(v)
         images, (h, w) = v.features.shape[0], v.grid
         gh, gw = self.global_grid(h, w)
         pooled = self.config.view == "pool"
@@ -194,6 +207,48 @@ class Detail(EncoderSide):
             "global_tokens": int(kept.sum()),
             "global_grid": [gh, gw],
             "view": self.config.view,
+            "budget": total,
+            "question_text": text,
+        }
+        return Selection(features, cells[order], sizes, [len(cells)] * v.layers, info)
+
+    def select_tiles(self, v: Visuals) -> Selection:
+        """A tiling family's sample: the thumbnail (last image) is the global view, the tiles hold the details. The
+        model is not told where a tile lies in the picture, so a tile token's novelty is 1 - its best cosine with
+        any global token (``ops.detail.unseen``)."""
+        c, (h, w) = self.config, v.grid
+        tiles, n = v.features.shape[0] - 1, h * w
+        total = round(c.keep * (tiles + 1) * n)
+        if c.global_grid is not None:
+            gh, gw = self.global_grid(h, w)
+        else:  # the thumbnail whole when its share of the budget allows, else pooled to fit
+            scale = math.sqrt(min(1.0, c.global_share * total / n))
+            gh, gw = max(1, round(h * scale)), max(1, round(w * scale))
+        count = gh * gw
+        if total < count:
+            raise ValueError(
+                f"detail's {gh}x{gw} global view of the thumbnail takes {count} tokens but keep {c.keep} allows "
+                f"{total} of {(tiles + 1) * n}; ask for keep >= {count / ((tiles + 1) * n):.3f} or pass a smaller "
+                "global_grid"
+            )
+        wanted, why, text = self.decide(v)
+        x, thumb = v.features[:-1].flatten(0, 1), v.features[-1]
+        block = blocks(h, w, gh, gw, thumb.device)
+        g = thumb if (gh, gw) == (h, w) else region_means(thumb, block, count).to(thumb.dtype)
+        extra = min(total - count, x.shape[0]) if wanted else 0
+        picked = unseen(x, g).topk(extra).indices.sort().values if extra else x.new_zeros(0, dtype=torch.long)
+        at = stand_ins(block, torch.zeros(n, dtype=torch.bool, device=thumb.device), h, w, count)
+        cells = torch.cat([picked, at + tiles * n])  # tile cells come before the thumbnail's: already in order
+        order = cells.argsort()
+        features = torch.cat([x[picked], g])[order]
+        sizes = torch.cat([torch.ones_like(picked), torch.bincount(block, minlength=count)])[order]
+        info = {
+            "details": wanted,
+            "why": why,
+            "detail_tokens": len(picked),
+            "global_tokens": count,
+            "global_grid": [gh, gw],
+            "view": "thumbnail",
             "budget": total,
             "question_text": text,
         }

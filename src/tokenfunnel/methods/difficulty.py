@@ -19,7 +19,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import EncoderSide
+from tokenfunnel.methods.common import SelectStage
 from tokenfunnel.methods.luvc import grid_scores, spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.difficulty import (
@@ -99,15 +99,12 @@ class DifficultyConfig:
             raise ValueError("image_mean and image_std are the processor's three per-channel values (std > 0)")
 
 
-class Difficulty(EncoderSide):
+class Difficulty(SelectStage):
     name = "difficulty"
     needs_pixels = True  # the image signals read the pixels the model was given
 
     def __init__(self, config: DifficultyConfig) -> None:
         self.config = config
-
-    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
-        return {}
 
     def signals(self, pixels: Tensor, question: str) -> dict[str, float]:
         """The image signals (averaged over a sample's images) and the question's."""

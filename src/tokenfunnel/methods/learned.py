@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from tokenfunnel.methods.common import EncoderSide, check_keep, tokens_for
+from tokenfunnel.methods.common import SelectStage, check_keep, tokens_for
 from tokenfunnel.ops.compressor import Compressor
 from tokenfunnel.runtime.state import Selection, Visuals
 
@@ -73,16 +73,13 @@ def save_compressor(compressor: Compressor, path: Path, meta: dict) -> None:
     save_file({k: v.detach().contiguous() for k, v in compressor.state_dict().items()}, str(path), metadata=info)
 
 
-class Learned(EncoderSide):
+class Learned(SelectStage):
     name = "learned"
 
     def __init__(self, config: LearnedConfig) -> None:
         self.config = config
         self.compressor: Compressor | None = None
         self.meta: dict = {}
-
-    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
-        return {}
 
     def check(self, adapter) -> None:
         super().check(adapter)
@@ -94,7 +91,7 @@ class Learned(EncoderSide):
                 f"the learned compressor {path} was trained for {compressor.dim}-wide projected tokens, but this "
                 f"model's language model takes {width}; pass weights= trained for this model"
             )
-        h, w = adapter.nominal_grid()
+        h, w = adapter.token_grid()
         tokens_for(self.config.keep, h, w, self.name)  # raises if keep leaves no token
         self.compressor = compressor
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import EncoderSide, check_keep, decoder_layers
+from tokenfunnel.methods.common import SelectStage, check_keep, decoder_layers
 from tokenfunnel.methods.luvc import spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.relevance import REDUCE, allot, check_tiers, group_by_relevance, region_means, regions, relevance
@@ -70,18 +70,15 @@ class LODConfig:
             raise ValueError(f"cutoff must be in (0, 1], got {self.cutoff}")
 
 
-class LOD(EncoderSide):
+class LOD(SelectStage):
     name = "lod"
 
     def __init__(self, config: LODConfig) -> None:
         self.config = config
 
-    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
-        return {}
-
     def check(self, adapter) -> None:
         super().check(adapter)
-        h, w = adapter.nominal_grid()
+        h, w = adapter.token_grid()
         self._plan(h, w, 1, decoder_layers(adapter))  # raises if the grid cannot honour the options
 
     def _plan(self, h: int, w: int, images: int, layers: int) -> tuple[Tensor, int | None, list[int] | None]:

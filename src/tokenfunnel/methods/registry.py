@@ -54,9 +54,18 @@ def reads_question(method: str) -> bool:
 
 def processor_options(method: str, processor) -> dict:
     """What a caller holding the processor adds to ``compress(model, method, ...)`` so that every method runs from
-    its name alone: ``{"tokenizer": processor.tokenizer}`` for methods that read the question, else ``{}``."""
+    its name alone: the tokenizer for methods that read the question, and the image normalisation (``image_mean``,
+    ``image_std`` of ``processor.image_processor``) for methods that read the pixels, when the processor has them."""
+    out = {}
     tokenizer = getattr(processor, "tokenizer", None)
-    return {"tokenizer": tokenizer} if reads_question(method) and tokenizer is not None else {}
+    if reads_question(method) and tokenizer is not None:
+        out["tokenizer"] = tokenizer
+    images = getattr(processor, "image_processor", None)
+    mean, std = getattr(images, "image_mean", None), getattr(images, "image_std", None)
+    takes = {f.name for f in fields(METHODS[method][0])}
+    if {"image_mean", "image_std"} <= takes and mean is not None and std is not None:
+        out["image_mean"], out["image_std"] = tuple(map(float, mean)), tuple(map(float, std))
+    return out
 
 
 def _by_config(config) -> str:

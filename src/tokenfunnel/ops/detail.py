@@ -103,6 +103,14 @@ def novelty(detail: Tensor, coarse: Tensor, block: Tensor) -> Tensor:
     return 1 - torch.nn.functional.cosine_similarity(detail.float(), coarse.float()[block], dim=-1)
 
 
+def unseen(detail: Tensor, coarse: Tensor) -> Tensor:
+    """(N,) 1 - the best cosine of each detail token (N, D) with any global token (M, D): novelty when a detail
+    token's place in the global view is unknown (a tile, whose position in the image the model is not told)."""
+    a = torch.nn.functional.normalize(detail.float(), dim=-1)
+    b = torch.nn.functional.normalize(coarse.float(), dim=-1)
+    return 1 - (a @ b.T).max(dim=-1).values
+
+
 def pick_details(score: Tensor, block: Tensor, count: int, budget: int) -> Tensor:
     """(N,) bool: the detail tokens to keep, the highest ``score`` first, so that they and the global tokens still
     needed fit in ``budget`` + ``count`` tokens. A global token whose whole block is kept as detail is not needed,

@@ -70,6 +70,9 @@ class Visuals:
     # unmodified tower and projector give them for the image downsampled to the (h', w') grid ``view_grid``
     view: Tensor | None = None
     view_grid: tuple[int, int] | None = None
+    # tiling families (Idefics3/SmolVLM, InternVL) with several images in the sample: the last is a downscaled
+    # thumbnail of the whole picture and the others its tiles, in an order the model is not told the layout of
+    thumbnail: bool = False
 
 
 @dataclass
