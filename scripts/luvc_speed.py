@@ -3,6 +3,8 @@
     python scripts/luvc_speed.py --keep 0.5 0.25 0.11 --samples 12 --out benchmarks/luvc_speed.json
     python scripts/luvc_speed.py --model llava-1.5-shape --layers 4 --samples 1 --repeats 3 \
         --out benchmarks/luvc_speed_llava_shape.json
+    python scripts/luvc_speed.py --model llava-1.5-shape --layers 16 --samples 1 --repeats 2 --threads 2 \
+        --out benchmarks/luvc_speed_llava_shape_16.json
 
 Batch 1, fp32, one mosaic question per sample (test split: timing only, no accuracy). For each sample the
 uncompressed model and every keep run interleaved (A/B/C/...), each timed as the median of --repeats prefills
