@@ -39,7 +39,7 @@ def setting_id(method: str, keep: float | None) -> str:
 
 def answers(folder: Path, method: str, keep: float | None) -> dict | None:
     """The answers a sweep in ``folder`` saved for one setting (its progress store), or None."""
-    return Store(folder, {}).accuracy(Setting(method, keep))
+    return Store(folder, {}).saved_accuracy(Setting(method, keep))
 
 
 def fill(folder: Path, config: dict, keeps: list[float]) -> list[dict]:

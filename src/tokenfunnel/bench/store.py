@@ -107,6 +107,11 @@ class Store:
     def accuracy(self, setting: Setting) -> dict | None:
         return self._part("accuracy", setting)
 
+    def saved_accuracy(self, setting: Setting) -> dict | None:
+        """What a finished sweep saved for ``setting``, whatever options it ran with (for reading its answers back;
+        a run that measures uses ``accuracy``, which refuses parts of other options)."""
+        return _read(self.root / "accuracy" / f"{setting.id}.json")
+
     def save_accuracy(self, setting: Setting, value: dict) -> None:
         self._save_part("accuracy", setting, value)
 
