@@ -166,13 +166,13 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
     layers = text.config.num_hidden_layers
     ends, skip = special_ids(text.config)
     grid, views, extra = coarse_views(rt, run, h, w)
+    thumbnail = count > 1 and getattr(rt.adapter, "thumbnail_last", False)  # tiles, then the whole picture
     picks, chosen = [], []
     for i in range(b):
         q = question_span(input_ids[i], mask[i], visual[i], ends, skip)
         pixels = None if run.pixels is None else run.pixels[i * count : (i + 1) * count]
         view = None if views is None else views[i * count : (i + 1) * count]
         ids = input_ids[i, q]
-        thumbnail = count > 1 and getattr(rt.adapter, "thumbnail_last", False)
         sel: Selection = rt.plan.select(
             Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid, thumbnail)
         )

@@ -95,8 +95,11 @@ class Store:
         """The resolved options of each setting id (``settings.resolved_options``) this run measures with."""
         self.options = options
 
+    def _saved(self, kind: str, setting: Setting) -> dict | None:
+        return _read(self.root / kind / f"{setting.id}.json")
+
     def _part(self, kind: str, setting: Setting) -> dict | None:
-        found = _read(self.root / kind / f"{setting.id}.json")
+        found = self._saved(kind, setting)
         if found is None or found.get("options") != self.options.get(setting.id):
             return None
         return found
@@ -110,7 +113,7 @@ class Store:
     def saved_accuracy(self, setting: Setting) -> dict | None:
         """What a finished sweep saved for ``setting``, whatever options it ran with (for reading its answers back;
         a run that measures uses ``accuracy``, which refuses parts of other options)."""
-        return _read(self.root / "accuracy" / f"{setting.id}.json")
+        return self._saved("accuracy", setting)
 
     def save_accuracy(self, setting: Setting, value: dict) -> None:
         self._save_part("accuracy", setting, value)

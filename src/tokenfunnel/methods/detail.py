@@ -130,8 +130,9 @@ class Detail(SelectStage):
         """The grid the runtime encodes each image at for the global view; None when the view pools the full one."""
         return self.global_grid(h, w) if self.config.view == "image" else None
 
-    def global_grid(self, h: int, w: int) -> tuple[int, int]:
-        """The global view's grid for an h x w patch grid."""
+    def global_grid(self, h: int, w: int, share: float | None = None) -> tuple[int, int]:
+        """The global view's grid for an h x w patch grid, taking ``share`` of its cells (default global_share x keep;
+        at most all of them) unless the options fix the grid."""
         c = self.config
         if c.global_grid is not None:
             if c.global_grid[0] > h or c.global_grid[1] > w:
@@ -139,7 +140,7 @@ class Detail(SelectStage):
                     f"global_grid {c.global_grid} is finer than the {h}x{w} patch grid; pass a smaller one"
                 )
             return c.global_grid
-        scale = math.sqrt(c.global_share * c.keep)
+        scale = math.sqrt(min(1.0, c.global_share * c.keep if share is None else share))
         return max(1, round(h * scale)), max(1, round(w * scale))
 
     def budget(self, h: int, w: int, images: int) -> int:
@@ -219,11 +220,7 @@ class Detail(SelectStage):
         c, (h, w) = self.config, v.grid
         tiles, n = v.features.shape[0] - 1, h * w
         total = round(c.keep * (tiles + 1) * n)
-        if c.global_grid is not None:
-            gh, gw = self.global_grid(h, w)
-        else:  # the thumbnail whole when its share of the budget allows, else pooled to fit
-            scale = math.sqrt(min(1.0, c.global_share * total / n))
-            gh, gw = max(1, round(h * scale)), max(1, round(w * scale))
+        gh, gw = self.global_grid(h, w, c.global_share * total / n)  # the whole thumbnail when its share allows
         count = gh * gw
         if total < count:
             raise ValueError(
