@@ -94,13 +94,14 @@ bench-shape: setup
 	mkdir -p benchmarks/llava-7b-shape
 	cp runs/bench-shape/results.json runs/bench-shape/results.md runs/bench-shape/pareto.png benchmarks/llava-7b-shape/
 
-# Videos: none and the three temporal presets on 40 test clips of 16 frames (about an hour on 2 CPU cores, most of
-# it the uncompressed model on 4096 visual tokens per clip)
+# Videos: none and the three temporal presets on 40 test clips of 16 frames (about 40 min on 2 CPU cores, half of
+# it the uncompressed model on 4096 visual tokens per clip); then accuracy split into main / last-picture questions
 bench-clips: setup
 	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-clips --methods pvc,pvc-frames,pvc-tokens \
 		--samples 40 --seed 0 --timing-samples 2 --repeats 1 --threads 2 --batch-size 4 --out runs/bench-clips
 	mkdir -p benchmarks/easyvqa-clips
 	cp runs/bench-clips/results.json runs/bench-clips/results.md runs/bench-clips/pareto.png benchmarks/easyvqa-clips/
+	$(BIN)/python scripts/clips_split.py runs/bench-clips --out benchmarks/easyvqa-clips/split.json
 	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-clips benchmarks
 
 # Adaptive budgets (issue 6) against LUVC on single images, mosaics and the mixed set (tile / whole-mosaic

@@ -21,7 +21,7 @@ import tokenfunnel
 from tokenfunnel.bench.data import load_items
 from tokenfunnel.ops.temporal import merge_frames
 
-CANDIDATES = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+CANDIDATES = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 QUANTILES = (0.0, 0.01, 0.05, 0.5, 0.95, 0.99, 1.0)
 
 
@@ -53,7 +53,8 @@ def main() -> None:
                 (cut if t in changed else repeat).append(fm.similarity[t])
                 (token_cut if t in changed else token_repeat).extend(cos.tolist())
     result = {
-        "command": "python scripts/pvc_thresholds.py " + f"--samples {args.samples} --seed {args.seed}",
+        "command": "python scripts/pvc_thresholds.py "
+        + f"--samples {args.samples} --seed {args.seed} --spatial {args.spatial:g} --out {args.out}",
         "spatial": args.spatial,
         "frames": {"repeat": _quantiles(repeat), "cut": _quantiles(cut), "count": [len(repeat), len(cut)]},
         "tokens": {"repeat": _quantiles(token_repeat), "cut": _quantiles(token_cut)},

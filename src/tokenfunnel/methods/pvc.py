@@ -38,7 +38,7 @@ class PVCConfig:
     """
 
     spatial: float = 0.5
-    frame_threshold: float | None = 0.95
+    frame_threshold: float | None = 0.65
     token_threshold: float | None = None
     schedule: tuple[tuple[float, float], ...] = PVC_SCHEDULE
     encoder_start: float = 0.5
@@ -78,7 +78,7 @@ class TokenStaticConfig(PVCConfig):
 
     spatial: float = 1.0
     frame_threshold: float | None = None
-    token_threshold: float | None = 0.9
+    token_threshold: float | None = 0.7
     schedule: tuple[tuple[float, float], ...] = NO_PRUNING
 
 
