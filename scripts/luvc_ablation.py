@@ -54,6 +54,16 @@ VARIANTS: dict[str, dict] = {
     "shape=flat, spectrum=1d, grid_keep=1": {"shape": "flat", "spectrum": "1d", "grid_keep": 1.0},
     "shape=geometric, spectrum=1d": {"shape": "geometric", "spectrum": "1d"},
 }
+# the same changes from the current defaults (flat, 1-D spectrum, no OIM)
+DEFAULTS = {"shape": "flat", "spectrum": "1d", "grid_keep": 1.0}
+VARIANTS |= {
+    "defaults, contextual=0.15": {**DEFAULTS, "contextual": 0.15},
+    "defaults, contextual=0.3": {**DEFAULTS, "contextual": 0.3},
+    "defaults, start=2": {**DEFAULTS, "start": 2},
+    "defaults, start=2, contextual=0.15": {**DEFAULTS, "start": 2, "contextual": 0.15},
+    "defaults, cutoff=0.05": {**DEFAULTS, "cutoff": 0.05},
+    "defaults, cutoff=0.25": {**DEFAULTS, "cutoff": 0.25},
+}
 
 
 def answers(model, processor, items, batch: int) -> list[str]:

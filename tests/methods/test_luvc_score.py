@@ -127,6 +127,8 @@ def test_normed_scores_read_the_layers_input_norm():
         (dict(cutoff=1.5), "cutoff"),
         (dict(prefer="middle"), "prefer"),
         (dict(start=-1), "start"),
+        (dict(contextual=1.0), "contextual"),
+        (dict(contextual=-0.1), "contextual"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(options, field):

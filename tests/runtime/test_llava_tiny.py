@@ -12,6 +12,7 @@ from tiny import GRID, PATCHES, SHORT, batch, build, generate, logits, pair, pos
 from tokenfunnel.runtime.patch import MARK
 
 SPLIT = dict(grid_keep=None, shape="linear")  # OIM in the encoder, then the falling cascade (not the defaults)
+FOLD = dict(contextual=0.25, shape="linear")  # dropped tokens folded into kept ones, at every layer of a cascade
 TOWERS = ("dinov2", "clip")  # SigLIP has its own tests below: LLaVA's "default" strategy does not fit it
 
 
@@ -65,7 +66,7 @@ def test_another_instance_of_the_same_class_is_untouched():
 # -- padded batches and report() ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options", [SPLIT, {}], ids=["split", "defaults"])
+@pytest.mark.parametrize("options", [SPLIT, {}, FOLD], ids=["split", "defaults", "fold"])
 @pytest.mark.parametrize("keep", [0.25, 0.5])
 @pytest.mark.parametrize("tower", TOWERS)
 def test_a_padded_batch_matches_each_prompt_alone(tower, keep, options):
@@ -151,7 +152,7 @@ def greedy(model, inputs: dict, n: int, explicit: bool = True) -> torch.Tensor:
     return torch.stack(tokens, dim=1)
 
 
-@pytest.mark.parametrize("options", [SPLIT, {}], ids=["split", "defaults"])
+@pytest.mark.parametrize("options", [SPLIT, {}, FOLD], ids=["split", "defaults", "fold"])
 @pytest.mark.parametrize("keep", [0.25, 0.5])
 def test_generate_matches_a_manual_greedy_loop(keep, options):
     model = build()
@@ -279,6 +280,8 @@ def test_proportional_attention_changes_the_output_only_once_tokens_are_merged()
         dict(prefer="low"),
         dict(normed=False, cutoff=0.25),
         dict(start=2, grid_keep=None),  # all 64 tokens through two layers fit the budget only after OIM
+        dict(contextual=0.25),
+        dict(contextual=0.5, shape="geometric", grid_keep=None),
     ],
     ids=str,
 )
@@ -358,3 +361,16 @@ def test_encoder_grid_is_known_before_the_image_runs():
             model(**inputs)
         assert tuple(handle.report()["grids"][0]) == expected
         assert expected[0] * expected[1] < 64
+
+
+def test_folding_changes_what_the_kept_tokens_hold_not_how_many():
+    model = build()
+    together, _ = pair()
+    with tokenfunnel.compress(model, "luvc", keep=0.25) as handle:
+        dropped, plain = logits(model, together), handle.report()
+    with tokenfunnel.compress(model, "luvc", keep=0.25, contextual=0.25) as handle:
+        folded, report = logits(model, together), handle.report()
+    assert report["llm_visual_tokens"] == plain["llm_visual_tokens"] and report["keep"] == plain["keep"]
+    assert not torch.allclose(folded[:, -1], dropped[:, -1], atol=1e-4)
+    with tokenfunnel.compress(model, "luvc", keep=1.0, contextual=0.25):
+        assert torch.equal(logits(model, together), logits(build(), together))  # nothing dropped, nothing folded

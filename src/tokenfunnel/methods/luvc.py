@@ -12,6 +12,7 @@ from torch import Tensor
 
 from tokenfunnel.methods.common import check_keep, oim_steps
 from tokenfunnel.ops.budget import SHAPES, cascade
+from tokenfunnel.ops.setmerge import fold_rest
 from tokenfunnel.ops.spectrum import highfreq_score
 from tokenfunnel.runtime.state import ScoreInput
 
@@ -36,6 +37,10 @@ class LUVCConfig:
     spectrum: "1d" (low-pass over the visual sequence), "2d" (over each image's grid) or "channel".
     cutoff: low-pass cutoff as a fraction of Nyquist. prefer: keep the "high"- or "low"-frequency tokens.
     normed: score the layer's normalised input rather than the raw residual stream.
+    contextual: share of each drop's kept tokens that are not kept as they are but hold the dropped ones: the
+        tokens below the spectral cut are grouped onto that many of them (spread evenly, each joining the one its
+        normalised state is most alike, as VisionZip's contextual tokens) and averaged, weighted by the tokens
+        each already holds. 0 (the default) drops them.
     """
 
     keep: float = 0.25
@@ -50,6 +55,7 @@ class LUVCConfig:
     cutoff: float = 0.5
     prefer: str = "high"
     normed: bool = True
+    contextual: float = 0.0
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
@@ -69,6 +75,8 @@ class LUVCConfig:
             raise ValueError(f"every must be >= 1 (decoder layers between drops), got {self.every}")
         if self.start < 0:
             raise ValueError(f"start must be a decoder layer index >= 0, got {self.start}")
+        if not 0 <= self.contextual < 1:
+            raise ValueError(f"contextual must be a share in [0, 1) of the tokens a drop keeps, got {self.contextual}")
 
 
 class LUVC:
@@ -77,6 +85,8 @@ class LUVC:
     def __init__(self, config: LUVCConfig) -> None:
         self.config = config
         self.proportional = config.proportional
+        # what the decoder calls instead of a plain top-k when dropped tokens are folded, None when they are not
+        self.fold = self._fold if config.contextual > 0 else None
 
     def _grid_fraction(self) -> float:
         c = self.config
@@ -91,13 +101,20 @@ class LUVC:
             return [entering] * layers
         return cascade(entering, layers, c.keep * original, c.shape, c.start, c.final_zero, c.every)
 
-    def score(self, inputs: ScoreInput) -> Tensor:
-        c = self.config
+    def _features(self, inputs: ScoreInput) -> Tensor:
         x = inputs.hidden
         norm = getattr(inputs.layer, "input_layernorm", None)
-        if c.normed and norm is not None:
+        if self.config.normed and norm is not None:
             x = norm(x)
-        x = x.float()
+        return x.float()
+
+    def _fold(self, inputs: ScoreInput, scores: Tensor, count: int, size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        contextual = min(count, max(1, round(self.config.contextual * count)))
+        return fold_rest(inputs.hidden, size, scores, self._features(inputs), count, contextual)
+
+    def score(self, inputs: ScoreInput) -> Tensor:
+        c = self.config
+        x = self._features(inputs)
         if c.spectrum == "2d":
             scores = grid_scores(x, inputs.cells, inputs.images, c.cutoff, inputs.present)
         else:

@@ -101,3 +101,26 @@ def group_mean(x: Tensor, size: Tensor, assign: Tensor, m: int) -> tuple[Tensor,
     if bool((sizes == 0).any()):
         raise ValueError("every group needs at least one token; an empty group has no mean")
     return total / sizes[:, None].to(x.dtype), sizes
+
+
+def fold_rest(x: Tensor, size: Tensor, importance: Tensor, metric: Tensor, count: int, contextual: int):
+    """Keep ``count`` of the tokens x (B, N, C): the ``count - contextual`` most important as they are, the rest
+    averaged (size-weighted) onto ``contextual`` of them as VisionZip groups them (``dominant_contextual``).
+
+    Returns (idx (B, count) ascending: the input token whose place each output takes, x (B, count, C), size).
+    Nothing is folded when ``count`` is N.
+    """
+    b, n, c = x.shape
+    if count == n:
+        return torch.arange(n, device=x.device).expand(b, -1), x, size
+    assign, rep = dominant_contextual(importance, metric, count - contextual, contextual)
+    weight = size.to(torch.float32)[..., None]
+    total = x.new_zeros(b, count, c, dtype=torch.float32).scatter_add_(
+        1, assign[..., None].expand(-1, -1, c), x.float() * weight
+    )
+    sizes = size.new_zeros(b, count).scatter_add_(1, assign, size)
+    members = torch.zeros(b, count, dtype=torch.long, device=x.device).scatter_add_(1, assign, torch.ones_like(assign))
+    alone = x.gather(1, rep[..., None].expand(-1, -1, c))  # a slot of one token is that token, bit for bit
+    merged = torch.where(members[..., None] == 1, alone, (total / sizes[..., None].to(torch.float32)).to(x.dtype))
+    order = rep.argsort(dim=1)
+    return rep.gather(1, order), merged.gather(1, order[..., None].expand(-1, -1, c)), sizes.gather(1, order)

@@ -88,6 +88,13 @@ def prefill(
     if use_cache and cache is None:
         cache = DynamicCache(config=model.config)
     impl = _impl(model)
+    fold = getattr(plan, "fold", None)  # a plan that folds the tokens it drops into some it keeps
+    if fold is not None and ragged:
+        raise ValueError(
+            f"{getattr(plan, 'name', 'this method')} folds dropped tokens only when every sample keeps the same "
+            "count; run the samples one by one"
+        )
+    size = torch.ones(b, entering, dtype=torch.long, device=embeds.device) if fold is not None else None
     now_visual = visual  # (B, T_now): which tokens of the current sequence are visual
     kept = layout.cells if layout.cells is not None else torch.arange(entering, device=embeds.device).expand(b, -1)
     hidden, pos = embeds, positions
@@ -101,23 +108,19 @@ def prefill(
         if counts[i] < kept.shape[1] or thin:
             with ours():
                 at = now_visual.nonzero()[:, 1].view(b, -1)  # where the visual tokens sit in the current sequence
-                scores = plan.score(
-                    ScoreInput(
-                        gather_tokens(hidden, at),
-                        kept,
-                        layout.images,
-                        layer,
-                        i,
-                        hidden,
-                        at,
-                        valid,
-                        rope,
-                        live if ragged else None,
-                    )
-                )
+                inputs = ScoreInput(
+                    gather_tokens(hidden, at), kept, layout.images, layer, i, hidden, at, valid, rope,
+                    live if ragged else None,
+                )  # fmt: skip
+                scores = plan.score(inputs)
                 if ragged:
                     scores = scores.masked_fill(~live, float("-inf"))
-                chosen = topk_in_order(scores, counts[i])
+                if fold is not None and 0 < counts[i] < kept.shape[1]:
+                    chosen, merged, size = fold(inputs, scores, counts[i], size)
+                    hidden = hidden.scatter(1, at.gather(1, chosen)[..., None].expand_as(merged), merged)
+                else:
+                    chosen = topk_in_order(scores, counts[i])
+                    size = size.gather(1, chosen) if size is not None else None
                 drop = torch.ones_like(now_visual)
                 drop.scatter_(1, at.gather(1, chosen), False)
                 keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
