@@ -58,6 +58,8 @@ def main() -> None:
                     "method": setting.method,
                     "frames": args.frames,
                     "merged_frames": temporal.get("merged_frames", [args.frames])[0],
+                    # each frame's mean token cosine with the running merged frame (pvc-tokens: with the frame before)
+                    "frame_similarity": temporal.get("frame_similarity", [None])[0],
                     "visual_tokens": report["visual_tokens"] if report else original,
                     "original_visual_tokens": original,
                     "realised_keep": report["keep"] if report else 1.0,

@@ -87,6 +87,8 @@ def test_a_merged_frame_stands_where_its_first_frame_stood():
             report = handle.report()
     assert torch.allclose(out, ref, atol=1e-5)
     assert report["temporal"]["frame_groups"] == [[0, 0, 1]] and report["llm_visual_tokens"] == [2 * PATCHES] * 6
+    [(first, repeat, cut)] = report["temporal"]["frame_similarity"]  # what the threshold was compared with
+    assert first == 1.0 and repeat > 0.99 > cut
 
 
 def test_with_every_stage_off_the_model_is_bit_identical_and_remove_restores_it():
@@ -133,6 +135,9 @@ def test_token_level_pruning_keeps_only_what_changed():
         report = handle.report()
     assert report["temporal"]["merged_frames"] == [3]
     assert PATCHES < report["temporal"]["tokens_after"][0] <= 2 * PATCHES  # frame 1 repeats frame 0 exactly
+    # with frame folding off, each frame is still measured against the one before (nothing folds at 1.0)
+    [(_, repeat, cut)] = report["temporal"]["frame_similarity"]
+    assert repeat == pytest.approx(1.0, abs=1e-4) and cut < 0.99
 
 
 @pytest.mark.parametrize(

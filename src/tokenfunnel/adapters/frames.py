@@ -100,6 +100,8 @@ def summary(new: Rebuilt, frames: int, per_frame: int) -> dict:
         "frames": [frames] * b,
         "merged_frames": [len(m.first) for m in new.merges],
         "frame_groups": [list(m.group) for m in new.merges],
+        # each frame's mean token cosine with the running merged frame: where a video's cuts sit, to set the threshold
+        "frame_similarity": [[round(x, 4) for x in m.similarity] for m in new.merges],
         "tokens_before": [frames * per_frame] * b,
         "tokens_after": new.kept,
     }

@@ -108,10 +108,8 @@ class PVC:
     def _temporal(self, frames: Tensor) -> tuple[FrameMerge, Tensor]:
         """One video's tokens (T, N, D) after the projector -> the merged frames and which of their tokens stay."""
         c = self.config
-        if c.frame_threshold is None:
-            fm = FrameMerge(frames, list(range(len(frames))), list(range(len(frames))), [1.0] * len(frames))
-        else:
-            fm = merge_frames(frames, c.frame_threshold)
+        # threshold 1.0 folds nothing but still measures each frame against the one before, which report() shows
+        fm = merge_frames(frames, 1.0 if c.frame_threshold is None else c.frame_threshold)
         if c.token_threshold is None:
             keep = fm.merged.new_ones(fm.merged.shape[:2], dtype=bool)
         else:
