@@ -87,7 +87,13 @@ class Selection:
 
 
 class Plan(Protocol):
-    """What the runtime asks of a compression method."""
+    """What the runtime asks of a compression method.
+
+    Optional attributes, None or absent when unused: ``temporal`` (frames -> merged frames, between the projector
+    and the LLM), ``select`` (per-sample token choice there), and ``fold(inputs, scores, count, size)`` -> (kept
+    indices in order, their new hidden states, their sizes), which replaces the decoder's plain top-k when dropped
+    tokens are to be folded into kept ones.
+    """
 
     proportional: bool
 
