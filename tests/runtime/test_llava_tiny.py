@@ -201,7 +201,8 @@ def test_compressed_decoding_equals_one_compressed_pass_over_prompt_and_continua
                     ).logits
                 )
     assert torch.equal(first, second)
-    torch.testing.assert_close(torch.cat(one_by_one, dim=1), first, atol=1e-5, rtol=0)
+    # one token at a time sums attention in another order than three at once: ~1e-5 apart on some CPUs
+    torch.testing.assert_close(torch.cat(one_by_one, dim=1), first, atol=5e-5, rtol=0)
     torch.testing.assert_close(first, one_pass, atol=1e-4, rtol=0)
 
 

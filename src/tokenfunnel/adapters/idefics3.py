@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from tokenfunnel.adapters import placeholders, shuffle
 from tokenfunnel.adapters.guards import refuse_labels
+from tokenfunnel.runtime.cache import CACHE, pop_cache
 
 CLASSES = (
     "Idefics3ForConditionalGeneration",
@@ -75,14 +76,13 @@ class Idefics3Adapter:
         input_ids=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
         inputs_embeds=None,
         pixel_values=None,
         pixel_attention_mask=None,
         mm_encoder_outputs=None,
         **kwargs,
     ):
-        call = dict(past_key_values=past_key_values, **kwargs)
+        call = dict(**{CACHE: pop_cache(kwargs)}, **kwargs)
         encoded = mm_encoder_outputs.get("image") if isinstance(mm_encoder_outputs, dict) else mm_encoder_outputs
         if pixel_values is None and encoded is None:  # text only, or decoding after the prefill
             return original(

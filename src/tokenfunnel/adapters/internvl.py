@@ -15,6 +15,7 @@ import functools
 
 from tokenfunnel.adapters import placeholders, shuffle
 from tokenfunnel.adapters.guards import refuse_labels
+from tokenfunnel.runtime.cache import CACHE, pop_cache
 from tokenfunnel.runtime.state import RUN
 
 CLASSES = ("InternVLForConditionalGeneration", "InternVLModel")
@@ -124,7 +125,6 @@ class InternVLAdapter:
         pixel_values=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
         inputs_embeds=None,
         vision_feature_layer=None,
         vision_feature_select_strategy=None,
@@ -132,7 +132,7 @@ class InternVLAdapter:
         **kwargs,
     ):
         call = dict(
-            past_key_values=past_key_values,
+            **{CACHE: pop_cache(kwargs)},
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
             **kwargs,

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from tokenfunnel.adapters import placeholders
 from tokenfunnel.adapters.guards import refuse_labels
+from tokenfunnel.runtime.cache import CACHE, pop_cache
 
 CLASSES = ("LlavaForConditionalGeneration", "LlavaModel")
 
@@ -98,7 +99,6 @@ class LlavaAdapter:
         pixel_values=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
         inputs_embeds=None,
         vision_feature_layer=None,
         vision_feature_select_strategy=None,
@@ -106,7 +106,7 @@ class LlavaAdapter:
         **kwargs,
     ):
         call = dict(
-            past_key_values=past_key_values,
+            **{CACHE: pop_cache(kwargs)},
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
             **kwargs,

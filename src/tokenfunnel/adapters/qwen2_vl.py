@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from transformers import modeling_outputs
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils.generic import get_max_seqlen
 from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
@@ -48,7 +49,11 @@ from transformers.vision_utils import get_vision_attention_seqlens, get_vision_p
 from tokenfunnel.adapters import placeholders, qwen2_vl_frames
 from tokenfunnel.ops.merge import initial_spans, merge_columns, merge_rows
 from tokenfunnel.ops.positions import mrope_next
+from tokenfunnel.runtime.cache import CACHE, pop_cache
 from tokenfunnel.runtime.state import RUN, EncoderRun, Layout
+
+# transformers >= 5.24 wraps the model output with the encoder outputs; before it, None
+MultimodalBaseModelOutputWithPast = getattr(modeling_outputs, "MultimodalBaseModelOutputWithPast", None)
 
 CLASSES = (
     "Qwen2VLForConditionalGeneration",
@@ -245,7 +250,6 @@ class Qwen2VLAdapter:
         input_ids=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
         inputs_embeds=None,
         use_cache=None,
         pixel_values=None,
@@ -256,16 +260,18 @@ class Qwen2VLAdapter:
         mm_encoder_outputs=None,
         **kwargs,
     ):
-        call = dict(attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache, **kwargs)
+        cache = pop_cache(kwargs)
+        call = dict(attention_mask=attention_mask, use_cache=use_cache, **{CACHE: cache}, **kwargs)
         given = mm_encoder_outputs or {}
         images = pixel_values is not None or given.get("image") is not None
         videos = pixel_values_videos is not None or given.get("video") is not None
         if not images and not videos:
-            if rt.owns_cache(past_key_values):  # decoding after a compressed prefill
+            if rt.owns_cache(cache):  # decoding after a compressed prefill
                 call.pop("second_per_grid_ts", None)  # Qwen2.5-VL's video timing; the text model takes no such thing
                 if inputs_embeds is None:
                     inputs_embeds = self.text_model.embed_tokens(input_ids)
-                return self.text_model(inputs_embeds=inputs_embeds, position_ids=_mrope(position_ids), **call)
+                out = self.text_model(inputs_embeds=inputs_embeds, position_ids=_mrope(position_ids), **call)
+                return _as_model_output(out)
             return original(
                 input_ids=input_ids,
                 position_ids=position_ids,
@@ -399,6 +405,14 @@ class Qwen2VLAdapter:
         layout["next_position"] = after_prompt
         rt.record.layout = rt.pending = Layout(visual=input_ids == token, **layout)
         return input_ids, mask, positions
+
+
+def _as_model_output(out):
+    """The text model's output in the form the family's model forward returns: from transformers 5.24 on a multimodal
+    output that also names the encoder outputs (none while decoding), before it the text model's own."""
+    if MultimodalBaseModelOutputWithPast is None:
+        return out
+    return MultimodalBaseModelOutputWithPast(**out, image_outputs=None, video_outputs=None)
 
 
 def _mrope(position_ids: Tensor | None) -> Tensor | None:

@@ -15,6 +15,7 @@ from tokenfunnel.bench.memory import peak_bytes
 from tokenfunnel.bench.models import BenchModel
 from tokenfunnel.bench.settings import Setting
 from tokenfunnel.bench.timing import prefill, sync
+from tokenfunnel.runtime.cache import cache_of
 
 DECODE_TOKENS = 32
 
@@ -86,7 +87,7 @@ def profile(bench: BenchModel, batch: dict, setting: Setting) -> dict:
         layers = bench.adapter.encoder_layers or list(getattr(bench.adapter.vision_tower, "blocks", []))
         with encoder_counter(layers) as counted:
             peak, out = peak_bytes(lambda: prefill(bench, batch), bench.device)
-        kv = cache_bytes(out.past_key_values)
+        kv = cache_bytes(cache_of(out))
         del out
         report = handle.report() if handle is not None else {}
         rate = decode_rate(bench, batch)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from tokenfunnel.ops.positions import prompt_positions
+from tokenfunnel.runtime.cache import CACHE, cache_of
 
 END_OF_TURN = "<|im_end|>"
 
@@ -25,7 +26,7 @@ def answer_logprobs(model, processor, images, questions: Sequence[str], candidat
     # Only the last position's logits are read; computing the rest is a fifth of a small LM's prefill.
     out = model(**batch, position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-    cache = out.past_key_values
+    cache = cache_of(out)
     lengths = mask.sum(-1)
     scores = torch.empty(len(questions), len(candidates))
     for index, answer in enumerate(candidates):
@@ -35,7 +36,7 @@ def answer_logprobs(model, processor, images, questions: Sequence[str], candidat
         step_mask = torch.cat([mask, torch.ones_like(fed)], dim=-1)
         positions = lengths[:, None] + torch.arange(fed.shape[1], device=mask.device)
         logits = model(
-            input_ids=fed, attention_mask=step_mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=fed, attention_mask=step_mask, position_ids=positions, use_cache=True, **{CACHE: cache}
         ).logits
         logp = torch.log_softmax(logits.float(), dim=-1)
         for offset, token in enumerate(ids[1:]):

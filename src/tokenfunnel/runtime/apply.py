@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from tokenfunnel.adapters.vit import halves
 from tokenfunnel.runtime import decoder, encoder
+from tokenfunnel.runtime.cache import CACHE, cache_of, pop_cache
 from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.patch import MARK, Patcher
 from tokenfunnel.runtime.state import RUN, EncoderRun, Layout, Plan, Record
@@ -121,22 +122,22 @@ class Runtime:
         input_ids=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
         inputs_embeds=None,
         use_cache=None,
         **kwargs,
     ):
+        cache = pop_cache(kwargs)
         layout, self.pending = self.pending, None
         model = self.adapter.text_model
-        ours = layout is not None or self.owns_cache(past_key_values)
+        ours = layout is not None or self.owns_cache(cache)
         if not ours:
             return original(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 inputs_embeds=inputs_embeds,
                 use_cache=use_cache,
+                **{CACHE: cache},
                 **kwargs,
             )
         for name in _UNSUPPORTED_OUTPUTS:
@@ -144,20 +145,18 @@ class Runtime:
                 raise ValueError(f"{name}=True is not available on a compressed model; call handle.remove() first")
         embeds = inputs_embeds if inputs_embeds is not None else model.embed_tokens(input_ids)
         if layout is None:
-            return decoder.decode(model, getattr(past_key_values, BOOK)[1], embeds, position_ids, past_key_values)
-        if past_key_values is not None and past_key_values.get_seq_length() > 0:
-            raise ValueError("a compressed prefill needs an empty cache; pass past_key_values=None for a new prompt")
+            return decoder.decode(model, getattr(cache, BOOK)[1], embeds, position_ids, cache)
+        if cache is not None and cache.get_seq_length() > 0:
+            raise ValueError("a compressed prefill needs an empty cache; pass no cache for a new prompt")
         use_cache = model.config.use_cache if use_cache is None else use_cache
         mask = (
             attention_mask
             if attention_mask is not None
             else torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         )
-        out, book = decoder.prefill(
-            model, self.plan, layout, self.record, embeds, mask, position_ids, past_key_values, use_cache
-        )
+        out, book = decoder.prefill(model, self.plan, layout, self.record, embeds, mask, position_ids, cache, use_cache)
         if book is not None:  # the cache carries its own book, so any pruned cache of this model can be continued
-            object.__setattr__(out.past_key_values, BOOK, (self, book))
+            object.__setattr__(cache_of(out), BOOK, (self, book))
         return out
 
     def owns_cache(self, cache) -> bool:

@@ -16,6 +16,7 @@ from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from tokenfunnel.ops.select import gather_tokens, topk_in_order
+from tokenfunnel.runtime.cache import CACHE
 from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.state import Layout, Plan, Record, ScoreInput
 
@@ -141,14 +142,14 @@ def prefill(
             hidden,
             attention_mask=attn,
             position_ids=_layer_positions(pos),
-            past_key_values=cache,
+            **{CACHE: cache},
             use_cache=use_cache,
             position_embeddings=rope,
         )
     if ragged:  # one list per sample, as each would report alone
         record.llm_visual_tokens = torch.stack(entered, dim=1).tolist()
     hidden = model.norm(hidden)
-    return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=cache), (book if use_cache else None)
+    return BaseModelOutputWithPast(last_hidden_state=hidden, **{CACHE: cache}), (book if use_cache else None)
 
 
 def _counts(plan: Plan, live: Tensor, original: int, layers: int) -> tuple[list[int], Tensor]:
@@ -182,8 +183,8 @@ def decode(model, book: CacheBook, embeds: Tensor, positions: Tensor | None, cac
             hidden,
             attention_mask=attn,
             position_ids=_layer_positions(positions),
-            past_key_values=cache,
+            **{CACHE: cache},
             use_cache=True,
             position_embeddings=rope,
         )
-    return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), past_key_values=cache)
+    return BaseModelOutputWithPast(last_hidden_state=model.norm(hidden), **{CACHE: cache})
