@@ -84,7 +84,7 @@ def test_keep_one_is_the_unmodified_model_and_remove_restores_it(family):
 
 def test_detail_needs_the_pooled_view_on_a_pixel_shuffle_connector():
     model = test_idefics3.build("smolvlm")
-    with pytest.raises(ValueError, match="use view='pool'"):
+    with pytest.raises(ValueError, match="use view='salient'"):
         tokenfunnel.compress(model, "detail", details="always", view="image")
     assert not hasattr(model, MARK)
 
@@ -110,7 +110,7 @@ def test_detail_reads_the_last_image_as_the_thumbnail_and_the_others_as_tiles(fa
     n = h.PER_TILE  # 36: a 6 x 6 grid per image; the first image is the tile, the second the thumbnail
     never = detail_report(model, h, keep=0.25, details="never")
     stage = {k: v[0] for k, v in never["stage"].items()}
-    # 18 tokens allowed, half of them global: the thumbnail pooled to 3 x 3, every token on a thumbnail cell
+    # 18 tokens allowed, half of them global: the thumbnail reduced to 3 x 3, every token on a thumbnail cell
     assert (stage["view"], stage["global_grid"], stage["detail_tokens"]) == ("thumbnail", [3, 3], 0)
     assert never["visual_tokens"] == 9 and all(n <= cell < 2 * n for cell in never["kept"][0][0])
     always = detail_report(model, h, keep=0.5, details="always")
@@ -120,8 +120,8 @@ def test_detail_reads_the_last_image_as_the_thumbnail_and_the_others_as_tiles(fa
     assert sum(cell < n for cell in kept) == 20 and sum(cell >= n for cell in kept) == 16
     whole = detail_report(model, h, keep=1.0, details="always")  # the whole thumbnail, and every tile token
     assert whole["stage"]["global_grid"] == [[6, 6]] and whole["visual_tokens"] == 2 * n
-    apart = detail_report(model, h, keep=0.5, details="never", tiles="images")  # each image its own pooled view
-    assert apart["stage"]["view"] == ["pool"] and apart["visual_tokens"] == 2 * 9
+    apart = detail_report(model, h, keep=0.5, details="never", tiles="images")  # each image its own global view
+    assert apart["stage"]["view"] == ["salient"] and apart["visual_tokens"] == 2 * 9
 
 
 def test_a_thumbnail_view_larger_than_the_budget_is_refused(family):

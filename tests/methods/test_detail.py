@@ -47,7 +47,7 @@ def side(keep: float) -> int:
     return max(1, round(GRID[0] * math.sqrt(0.5 * keep)))  # the default global grid: half of the budget
 
 
-@pytest.mark.parametrize("view", ["pool", "image"])
+@pytest.mark.parametrize("view", ["pool", "image", "salient"])
 @pytest.mark.parametrize("keep", [0.5, 0.25, 0.11])
 def test_without_details_only_the_global_tokens_enter(keep, view):
     model = build()
@@ -208,3 +208,24 @@ def test_a_pooled_global_view_averages_the_full_view_and_runs_the_encoder_once()
                 assert torch.allclose(out[row, -1], logits(model, one)[0, -1], atol=1e-5)
         assert report["encoder_tokens"] == [PREFIX + PATCHES] * ENCODER_LAYERS
         assert report["stage"]["view"] == ["pool"] * 2 and report["stage"]["details"] == [details == "always"] * 2
+
+
+def test_a_salient_global_view_keeps_each_blocks_token_least_like_the_image_mean():
+    """view="salient": each global token is a real token of its block (the one farthest from the image's mean), not
+    an average; with details the budget is filled as with the other views, and a batch equals each sample alone."""
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(PATCHES, 32, generator=g)
+    visuals = Visuals(features[None], GRID, torch.zeros(1, 32), torch.zeros(1), LAYERS, torch.zeros(1, 3, 8, 8))
+    sel = Detail(DetailConfig(keep=0.25, details="never", global_grid=(4, 4), view="salient")).select(visuals)
+    block = blocks(*GRID, 4, 4)
+    far = 1 - torch.nn.functional.cosine_similarity(features, features.mean(0, keepdim=True), dim=-1)
+    best = torch.stack([features[block == b][far[block == b].argmax()] for b in range(16)])
+    torch.testing.assert_close(sel.features, best[block[sel.cells]], atol=0, rtol=0)
+    model = build()
+    together, alone = pair()
+    with tokenfunnel.compress(model, "detail", keep=0.5, details="always", view="salient") as handle:
+        out = logits(model, together)
+        report = handle.report()
+        for row, one in enumerate(alone):
+            assert torch.allclose(out[row, -1], logits(model, one)[0, -1], atol=1e-5)
+    assert report["visual_tokens"] == round(0.5 * PATCHES) and report["stage"]["view"] == ["salient"] * 2

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokenfunnel.ops.detail import blocks, detail_reasons, pick_details, requires_details, stand_ins, unseen
+from tokenfunnel.ops.detail import (
+    blocks,
+    detail_reasons,
+    pick_details,
+    requires_details,
+    salient,
+    stand_ins,
+    unseen,
+)
 
 FLAT = torch.full((3, 64, 64), 0.5)
 
@@ -84,3 +92,13 @@ def test_unseen_is_zero_for_a_token_the_global_view_holds_anywhere_and_one_for_a
     assert out[0] == pytest.approx(0.0, abs=1e-6)  # the same direction as the second global token, wherever it is
     assert out[1] == pytest.approx(1.0)  # nothing in the global view points its way
     assert out[2] == pytest.approx(1 - 2**-0.5)  # 45 degrees from the nearest
+
+
+def test_salient_picks_per_block_the_token_farthest_from_its_images_mean():
+    # two 2x2 images, one block each: the background tokens are alike, one token of each image stands out
+    x = torch.tensor([[1.0, 0], [1, 0.1], [0, 1], [1, 0], [1, 0], [1, 0], [1, 0], [-1, 0.2]])
+    block = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    assert salient(x, block, 2, 2).tolist() == [2, 7]
+    # a flat image ties everywhere: the first cell of each block in raster order
+    flat = torch.ones(8, 3)
+    assert salient(flat, blocks(2, 4, 1, 2), 2, 1).tolist() == [0, 2]

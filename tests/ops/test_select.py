@@ -3,7 +3,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenfunnel.ops.select import gather_tokens, keep_mask, topk_in_order
+from tokenfunnel.ops.pool import cell_groups
+from tokenfunnel.ops.select import best_per_group, gather_tokens, keep_mask, topk_in_order
 
 FAST = settings(max_examples=50, deadline=None)
 
@@ -69,3 +70,35 @@ def test_k_zero_and_too_large():
         topk_in_order(scores, 6)
     with pytest.raises(ValueError, match=r"\(B, N\)"):
         topk_in_order(torch.rand(5), 2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 40), st.integers(1, 6), st.integers(0, 2**16))
+def test_best_per_group_marks_each_groups_highest_and_nothing_else(b, n, groups, seed):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 5, (b, n), generator=g).float()  # small integers: ties are common
+    group = torch.randint(-1, groups, (b, n), generator=g)
+    best = best_per_group(scores, group)
+    for row in range(b):
+        for k in range(groups):
+            members = (group[row] == k).nonzero()[:, 0]
+            picked = best[row, members].nonzero()[:, 0]
+            if len(members) == 0:
+                continue
+            top = scores[row, members].max()
+            first = members[(scores[row, members] == top).nonzero()[0, 0]]  # ties: the lower index
+            assert members[picked].tolist() == [int(first)]
+        assert not best[row][group[row] < 0].any()
+
+
+def test_cell_groups_cut_each_image_into_blocks_of_its_aspect_by_size():
+    cells = torch.arange(64 + 16)[None]  # an 8 x 8 image, then a 4 x 4 one
+    groups = cell_groups(cells, [(8, 8), (4, 4)], 20)  # 16 blocks for the first (2 x 2 cells), 4 for the second
+    first, second = groups[0, :64].view(8, 8), groups[0, 64:].view(4, 4)
+    assert first[::2, ::2].flatten().tolist() == list(range(16)) and torch.equal(
+        first, first[::2, ::2].repeat_interleave(2, 0).repeat_interleave(2, 1)
+    )
+    assert second.unique().tolist() == [16, 17, 18, 19]
+    wide = cell_groups(torch.arange(8 * 2)[None], [(2, 8)], 4)  # a 2 x 8 image: 1 x 4 blocks
+    assert wide[0].view(2, 8)[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert cell_groups(torch.tensor([[3, -1]]), [(2, 2)], 4).tolist() == [[3, -1]]

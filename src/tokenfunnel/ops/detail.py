@@ -15,6 +15,7 @@ from torch import Tensor
 
 from tokenfunnel.ops.difficulty import edge_density
 from tokenfunnel.ops.pool import bins
+from tokenfunnel.ops.select import best_per_group
 
 # words that ask about small things, text or where something is: a global view loses exactly these
 SPATIAL = (
@@ -96,6 +97,21 @@ def blocks(h: int, w: int, gh: int, gw: int, device=None) -> Tensor:
     row = torch.repeat_interleave(torch.arange(gh, device=device), rows[:, 1] - rows[:, 0] + 1)
     col = torch.repeat_interleave(torch.arange(gw, device=device), cols[:, 1] - cols[:, 0] + 1)
     return (row[:, None] * gw + col[None, :]).flatten()
+
+
+def salient(x: Tensor, block: Tensor, count: int, images: int) -> Tensor:
+    """(count,) for each block, the index of its token (x (N, D), ``images`` equal-sized images one after another)
+    least alike its image's mean token, the first in raster order on a tie: a real token that stands out from the
+    background, where a block mean would blur a small shape into it."""
+    n = x.shape[0]
+    image = torch.arange(n, device=x.device) // (n // images)
+    mean = torch.zeros(images, x.shape[1], device=x.device).index_add_(0, image, x.float()) / (n // images)
+    far = 1 - torch.nn.functional.cosine_similarity(x.float(), mean[image], dim=-1)
+    picks = best_per_group(far[None], block[None])[0].nonzero()[:, 0]
+    picks = picks[block[picks].argsort()]  # in block order: the i-th pick stands for block i
+    if picks.shape[0] != count:
+        raise ValueError(f"every one of the {count} blocks needs a token, {picks.shape[0]} have one")
+    return picks
 
 
 def novelty(detail: Tensor, coarse: Tensor, block: Tensor) -> Tensor:

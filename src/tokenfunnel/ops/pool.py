@@ -40,3 +40,23 @@ def pool_spans(spans: Tensor, m: int) -> Tensor:
     """Coverage (B, n, 2) of the current rows (or columns) -> coverage (B, m, 2) of m pooled ones."""
     b = bins(spans.shape[1], m, spans.device)
     return torch.stack([spans[:, b[:, 0], 0], spans[:, b[:, 1], 1]], dim=-1)
+
+
+def cell_groups(cells: Tensor, images: list[tuple[int, int]], groups: int) -> Tensor:
+    """(B, n) which of about ``groups`` blocks each token falls in: ``cells`` (B, n) index into a sample's images laid
+    one after another (their grids ``images``; -1 where there is no token, which gets -1 too). Each image gets a
+    share of the blocks by its size, cut into a grid of its aspect (the bins of ``bins``); block ids run on across
+    images."""
+    if groups < 1:
+        raise ValueError(f"need at least one block, got {groups}")
+    total = sum(h * w for h, w in images)
+    lookup, offset = [], 0
+    for h, w in images:
+        share = max(1, round(groups * h * w / total))
+        gh = min(h, max(1, round((share * h / w) ** 0.5)))
+        gw = min(w, max(1, share // gh))
+        row, col = _owner(h, gh, cells.device), _owner(w, gw, cells.device)
+        lookup.append((row[:, None] * gw + col[None, :]).flatten() + offset)
+        offset += gh * gw
+    table = torch.cat(lookup + [torch.full((1,), -1, device=cells.device)])
+    return table[torch.where(cells >= 0, cells, total)]

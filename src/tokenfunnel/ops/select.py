@@ -27,3 +27,17 @@ def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
 def keep_mask(idx: Tensor, n: int) -> Tensor:
     """Boolean mask (B, n) that is True exactly at the kept indices ``idx`` (B, k)."""
     return torch.zeros(idx.shape[0], n, dtype=torch.bool, device=idx.device).scatter(1, idx, True)
+
+
+def best_per_group(scores: Tensor, group: Tensor) -> Tensor:
+    """Boolean mask (B, N), True at the highest of ``scores`` (B, N) within each group ``group`` (B, N) of a sample
+    (ties to the lower index); a negative group marks a slot that belongs to none (never True)."""
+    if scores.shape != group.shape or scores.dim() != 2:
+        raise ValueError(f"scores {tuple(scores.shape)} and groups {tuple(group.shape)} must both be (B, N)")
+    b, n = scores.shape
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    grouped = order.gather(1, group.gather(1, order).argsort(dim=1, stable=True))  # by group, best first in each
+    g = group.gather(1, grouped)
+    first = torch.ones_like(g, dtype=torch.bool)
+    first[:, 1:] = g[:, 1:] != g[:, :-1]
+    return torch.zeros(b, n, dtype=torch.bool, device=scores.device).scatter(1, grouped, first & (g >= 0))
