@@ -63,6 +63,9 @@ VARIANTS |= {
     "defaults, start=2, contextual=0.15": {**DEFAULTS, "start": 2, "contextual": 0.15},
     "defaults, cutoff=0.05": {**DEFAULTS, "cutoff": 0.05},
     "defaults, cutoff=0.25": {**DEFAULTS, "cutoff": 0.25},
+    "defaults, coverage=0.5": {**DEFAULTS, "coverage": 0.5},
+    "defaults, coverage=1": {**DEFAULTS, "coverage": 1.0},
+    "defaults, coverage=1, cutoff=0.05": {**DEFAULTS, "coverage": 1.0, "cutoff": 0.05},
 }
 
 

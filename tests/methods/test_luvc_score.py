@@ -29,10 +29,11 @@ def add_outlier(x: torch.Tensor, row: int, i: int) -> None:
     x[row, i] += 0.5 * x[row, i].norm() * d / d.norm()
 
 
-def score(x, cells=None, images=((8, 8),), layer=None, **options) -> torch.Tensor:
+def score(x, cells=None, images=((8, 8),), layer=None, count=None, **options) -> torch.Tensor:
     b, n, _ = x.shape
     cells = torch.arange(n).expand(b, n) if cells is None else cells
-    inputs = ScoreInput(x, cells, list(images), layer if layer is not None else nn.Identity(), 0)
+    layer = layer if layer is not None else nn.Identity()
+    inputs = ScoreInput(x, cells, list(images), layer, 0, count=count)
     return LUVC(LUVCConfig(**options)).score(inputs)
 
 
@@ -129,6 +130,8 @@ def test_normed_scores_read_the_layers_input_norm():
         (dict(start=-1), "start"),
         (dict(contextual=1.0), "contextual"),
         (dict(contextual=-0.1), "contextual"),
+        (dict(coverage=1.5), "coverage"),
+        (dict(coverage=-0.1), "coverage"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(options, field):
@@ -140,3 +143,22 @@ def test_config_defaults_are_valid_and_frozen():
     config = LUVCConfig()
     with pytest.raises(AttributeError):
         config.keep = 0.5  # type: ignore[misc]
+
+
+def test_coverage_keeps_one_token_in_every_block_before_any_second_one():
+    """Two outliers crowd the top-left block; with coverage=1 the 16 tokens kept are one per 2 x 2 block of the 8 x 8
+    grid, each block's best by the plain score, so the second outlier waits; without it both come first."""
+    x = smooth_grid(1, 8, 8)
+    for i in (0, 9):  # both in block 0 (rows 0-1, columns 0-1)
+        add_outlier(x, 0, i)
+    plain = score(x, count=16)
+    covered = score(x, count=16, coverage=1.0)
+    kept = covered.topk(16).indices[0]
+    block = (kept // 8 // 2) * 4 + (kept % 8) // 2
+    assert sorted(block.tolist()) == list(range(16))
+    assert set(plain.topk(2).indices[0].tolist()) == {0, 9}
+    assert kept.tolist()[0] in (0, 9) and not {0, 9} <= set(kept.tolist())
+    for b in range(16):  # each block's pick is its best by the plain score
+        cells = [c for c in range(64) if (c // 8 // 2) * 4 + (c % 8) // 2 == b]
+        assert int(kept[block == b]) == max(cells, key=lambda c: float(plain[0, c]))
+    assert torch.equal(score(x, count=16, coverage=0.0), plain)

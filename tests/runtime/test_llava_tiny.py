@@ -13,6 +13,7 @@ from tokenfunnel.runtime.patch import MARK
 
 SPLIT = dict(grid_keep=None, shape="linear")  # OIM in the encoder, then the falling cascade (not the defaults)
 FOLD = dict(contextual=0.25, shape="linear")  # dropped tokens folded into kept ones, at every layer of a cascade
+COVER = dict(coverage=1.0, shape="linear")  # one token per block of the grid first, at every layer of a cascade
 TOWERS = ("dinov2", "clip")  # SigLIP has its own tests below: LLaVA's "default" strategy does not fit it
 
 
@@ -66,7 +67,7 @@ def test_another_instance_of_the_same_class_is_untouched():
 # -- padded batches and report() ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options", [SPLIT, {}, FOLD], ids=["split", "defaults", "fold"])
+@pytest.mark.parametrize("options", [SPLIT, {}, FOLD, COVER], ids=["split", "defaults", "fold", "cover"])
 @pytest.mark.parametrize("keep", [0.25, 0.5])
 @pytest.mark.parametrize("tower", TOWERS)
 def test_a_padded_batch_matches_each_prompt_alone(tower, keep, options):

@@ -12,6 +12,8 @@ from torch import Tensor
 
 from tokenfunnel.methods.common import check_keep, oim_steps
 from tokenfunnel.ops.budget import SHAPES, cascade
+from tokenfunnel.ops.pool import cell_groups
+from tokenfunnel.ops.select import best_per_group
 from tokenfunnel.ops.setmerge import fold_rest
 from tokenfunnel.ops.spectrum import highfreq_score
 from tokenfunnel.runtime.state import ScoreInput
@@ -41,6 +43,9 @@ class LUVCConfig:
         tokens below the spectral cut are grouped onto that many of them (spread evenly, each joining the one its
         normalised state is most alike, as VisionZip's contextual tokens) and averaged, weighted by the tokens
         each already holds. 0 (the default) drops them.
+    coverage: share of each drop's kept tokens picked one per block of the image grid (as many blocks as that
+        share of the count, each image's blocks a grid of its aspect): each block's highest-scoring token, so that
+        every part of the picture keeps a token; the rest by score anywhere. 0 (the default) ranks by score alone.
     """
 
     keep: float = 0.25
@@ -56,6 +61,7 @@ class LUVCConfig:
     prefer: str = "high"
     normed: bool = True
     contextual: float = 0.0
+    coverage: float = 0.0
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
@@ -77,6 +83,8 @@ class LUVCConfig:
             raise ValueError(f"start must be a decoder layer index >= 0, got {self.start}")
         if not 0 <= self.contextual < 1:
             raise ValueError(f"contextual must be a share in [0, 1) of the tokens a drop keeps, got {self.contextual}")
+        if not 0 <= self.coverage <= 1:
+            raise ValueError(f"coverage must be a share in [0, 1] of the tokens a drop keeps, got {self.coverage}")
 
 
 class LUVC:
@@ -119,7 +127,13 @@ class LUVC:
             scores = grid_scores(x, inputs.cells, inputs.images, c.cutoff, inputs.present)
         else:
             scores = highfreq_score(x, c.cutoff, axis="token" if c.spectrum == "1d" else "channel")
-        return scores if c.prefer == "high" else -scores
+        scores = scores if c.prefer == "high" else -scores
+        groups = round(c.coverage * (inputs.count or 0))
+        if groups > 0:  # each block's best goes first: lifted above every other token, in its own score order
+            present = inputs.cells if inputs.present is None else inputs.cells.masked_fill(~inputs.present, -1)
+            best = best_per_group(scores, cell_groups(present, inputs.images, groups))
+            scores = scores + best * (scores.max() - scores.min() + 1)
+        return scores
 
 
 def spectral_score(inputs: ScoreInput, cutoff: float) -> Tensor:

@@ -111,7 +111,7 @@ def prefill(
                 at = now_visual.nonzero()[:, 1].view(b, -1)  # where the visual tokens sit in the current sequence
                 inputs = ScoreInput(
                     gather_tokens(hidden, at), kept, layout.images, layer, i, hidden, at, valid, rope,
-                    live if ragged else None,
+                    live if ragged else None, counts[i],
                 )  # fmt: skip
                 scores = plan.score(inputs)
                 if ragged:

@@ -53,6 +53,7 @@ class ScoreInput:
     valid: Tensor | None = None  # (B, T) False at padding
     rope: tuple[Tensor, Tensor] | None = None  # the layer's (cos, sin) position embeddings for ``sequence``
     present: Tensor | None = None  # (B, n) False at slots that hold no token (see Layout.cells); None: all hold one
+    count: int | None = None  # how many of them the layer keeps (the largest sample's count in a ragged batch)
 
 
 @dataclass
