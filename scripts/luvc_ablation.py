@@ -66,6 +66,15 @@ VARIANTS |= {
     "defaults, coverage=0.5": {**DEFAULTS, "coverage": 0.5},
     "defaults, coverage=1": {**DEFAULTS, "coverage": 1.0},
     "defaults, coverage=1, cutoff=0.05": {**DEFAULTS, "coverage": 1.0, "cutoff": 0.05},
+    "defaults, final_zero=False": {**DEFAULTS, "final_zero": False},
+    "defaults, stage=encoder": {**DEFAULTS, "stage": "encoder"},
+    "defaults, stage=encoder, contextual=10/64": {**DEFAULTS, "stage": "encoder", "contextual": 10 / 64},
+    "defaults, stage=encoder, contextual=10/64, final_zero=False": {
+        **DEFAULTS,
+        "stage": "encoder",
+        "contextual": 10 / 64,
+        "final_zero": False,
+    },
 }
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import check_keep, oim_steps
+from tokenfunnel.methods.common import check_keep, decoder_layers, oim_steps
 from tokenfunnel.ops.budget import SHAPES, cascade
 from tokenfunnel.ops.pool import cell_groups
 from tokenfunnel.ops.select import best_per_group
@@ -19,6 +19,7 @@ from tokenfunnel.ops.spectrum import highfreq_score
 from tokenfunnel.runtime.state import ScoreInput
 
 SPECTRA = ("2d", "1d", "channel")
+STAGES = ("llm", "encoder")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,12 @@ class LUVCConfig:
         tokens below the spectral cut are grouped onto that many of them (spread evenly, each joining the one its
         normalised state is most alike, as VisionZip's contextual tokens) and averaged, weighted by the tokens
         each already holds. 0 (the default) drops them.
+    stage: where the SPU drop happens. "llm" (the default): before decoder layer ``start``, on the layer's input, then
+        the cascade. "encoder" (LLaVA family): right after the last encoder layer that feeds the projector, on that
+        layer's output (1-D spectrum, ``cutoff``), attention-free; ``contextual`` is then the share of the tokens
+        kept that are VisionZip-style contextual tokens (the dropped patches grouped by key likeness and averaged)
+        rather than top-scoring patches. The language model sees the kept tokens at every layer, none at the last
+        with ``final_zero``; the count is set so the realised keep is ``keep``. No OIM with it (grid_keep=1).
     coverage: share of each drop's kept tokens picked one per block of the image grid (as many blocks as that
         share of the count, each image's blocks a grid of its aspect): each block's highest-scoring token, so that
         every part of the picture keeps a token; the rest by score anywhere. 0 (the default) ranks by score alone.
@@ -62,6 +69,7 @@ class LUVCConfig:
     normed: bool = True
     contextual: float = 0.0
     coverage: float = 0.0
+    stage: str = "llm"
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
@@ -83,6 +91,10 @@ class LUVCConfig:
             raise ValueError(f"start must be a decoder layer index >= 0, got {self.start}")
         if not 0 <= self.contextual < 1:
             raise ValueError(f"contextual must be a share in [0, 1) of the tokens a drop keeps, got {self.contextual}")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.stage == "encoder" and self.grid_keep != 1.0:
+            raise ValueError("stage must be 'llm' with OIM (grid_keep < 1 or None); stage='encoder' needs grid_keep=1")
         if not 0 <= self.coverage <= 1:
             raise ValueError(f"coverage must be a share in [0, 1] of the tokens a drop keeps, got {self.coverage}")
 
@@ -94,19 +106,43 @@ class LUVC:
         self.config = config
         self.proportional = config.proportional
         # what the decoder calls instead of a plain top-k when dropped tokens are folded, None when they are not
-        self.fold = self._fold if config.contextual > 0 else None
+        self.fold = self._fold if config.contextual > 0 and config.stage == "llm" else None
+        self.layers: int | None = None  # decoder layers, known once check() has seen the model
+
+    def check(self, adapter) -> None:
+        self.layers = decoder_layers(adapter)
+        if self.config.stage == "encoder" and adapter.family != "llava":
+            raise ValueError(
+                f"luvc's stage='encoder' runs on LLaVA-family models only (one language-model token per patch, which "
+                f"{adapter.family} does not have); use stage='llm' (the default) there"
+            )
 
     def _grid_fraction(self) -> float:
         c = self.config
         return min(1.0, 2 * c.keep) if c.grid_keep is None else c.grid_keep
 
     def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
-        return oim_steps(h, w, layers, self._grid_fraction(), self.config.encoder_start)
+        c = self.config
+        if c.stage == "llm":
+            return oim_steps(h, w, layers, self._grid_fraction(), c.encoder_start)
+        if c.keep == 1.0:
+            return {}
+        if self.layers is None:
+            raise RuntimeError("luvc's encoder stage ran before check() saw the model; this is a bug")
+        # the tokens kept enter every decoder layer but, with final_zero, the last: so many that the mean is keep
+        share = c.keep * self.layers / (self.layers - 1) if c.final_zero and self.layers > 1 else c.keep
+        n = min(h * w, round(share * h * w))
+        if n < 1:
+            raise ValueError(f"luvc cannot keep {c.keep} of a {h}x{w} grid: that is no token at all; ask for more")
+        contextual = min(n - 1, round(c.contextual * n)) if n < h * w else 0
+        return {layers - 1: ("spu", (n - contextual, contextual, c.cutoff))}
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
         c = self.config
         if c.keep == 1.0:
             return [entering] * layers
+        if c.stage == "encoder":  # the encoder chose the count; only final_zero acts in the language model
+            return [entering] * (layers - 1) + [0 if c.final_zero else entering]
         return cascade(entering, layers, c.keep * original, c.shape, c.start, c.final_zero, c.every)
 
     def _features(self, inputs: ScoreInput) -> Tensor:

@@ -3,8 +3,10 @@
 Steps (``EncoderRun.steps``: layer -> (kind, argument)):
 - between attention and MLP: "cols"/"rows" (OIM: fuse whole adjacent columns/rows, the grid stays rectangular)
   and "tome" (ToMe's bipartite soft matching on the layer's keys; the tokens become a set);
-- after the layer: "pool" (average the grid into th x tw bins) and "zip" (VisionZip: dominant tokens by the
-  attention the class token pays them, the rest merged into contextual tokens).
+- after the layer: "pool" (average the grid into th x tw bins), "zip" (VisionZip: dominant tokens by the
+  attention the class token pays them, the rest merged into contextual tokens) and "spu" (LUVC's spectral score of
+  the layer's output, attention-free: the highest-scoring tokens stay, the rest are dropped or merged into
+  contextual tokens as VisionZip's are).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from torch import Tensor, nn
 from tokenfunnel.adapters.vit import query_keys
 from tokenfunnel.ops.merge import initial_spans, merge_columns, merge_rows, proportional_bias
 from tokenfunnel.ops.pool import bin_pool, bins, pool_spans
+from tokenfunnel.ops.select import gather_tokens, topk_in_order
 from tokenfunnel.ops.setmerge import bipartite, dominant_contextual, merge_groups
+from tokenfunnel.ops.spectrum import highfreq_score
 from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.state import EncoderRun
 
 MID = ("cols", "rows", "tome")
-AFTER = ("pool", "zip")
+AFTER = ("pool", "zip", "spu")
 
 
 def start_run(
@@ -55,6 +59,8 @@ def final_grid(h: int, w: int, steps: dict[int, tuple[str, object]]) -> tuple[in
             h, w = 1, h * w - arg
         elif kind == "pool":
             h, w = arg
+        elif kind == "spu":
+            h, w = 1, arg[0] + arg[1]
         else:
             h, w = 1, sum(arg)
     return h, w
@@ -88,9 +94,28 @@ def _grid_step(run: EncoderRun, x: Tensor, kind: str, arg) -> Tensor:
     return torch.cat([head, grid.flatten(1, 2)], dim=1)
 
 
+def _spectral_step(run: EncoderRun, x: Tensor, arg, layer: nn.Module, before: Tensor) -> Tensor:
+    """Keep the ``dominant`` patches whose output the 1-D low-pass (``cutoff``) explains least, as LUVC's SPU scores
+    tokens; the others are dropped, or grouped onto ``contextual`` tokens by key likeness and averaged."""
+    dominant, contextual, cutoff = arg
+    p = run.prefix
+    scores = highfreq_score(x[:, p:].float(), cutoff)
+    if contextual == 0:
+        top = topk_in_order(scores, dominant)
+        run.size, run.cells = run.size.gather(1, top), run.cells.gather(1, top)
+        run.cover = gather_tokens(run.cover, top)
+        return torch.cat([x[:, :p], gather_tokens(x[:, p:], top)], dim=1)
+    _, k = query_keys(layer, before, 0)
+    assign, rep = dominant_contextual(scores, k[:, :, p:].mean(dim=1), dominant, contextual)
+    grid, run.size, run.cells, run.cover = merge_groups(x[:, p:], run.size, run.cells, run.cover, assign, rep)
+    return torch.cat([x[:, :p], grid], dim=1)
+
+
 def _set_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module, before: Tensor) -> Tensor:
     _as_set(run)
     p = run.prefix
+    if kind == "spu":
+        return _spectral_step(run, x, arg, layer, before)
     # from the layer's own input; ToMe needs no queries, VisionZip only the class token's (or all, without one)
     q, k = query_keys(layer, before, 0 if kind == "tome" else (p or None))
     metric = k[:, :, p:].mean(dim=1)  # keys averaged over heads, as ToMe and VisionZip compare tokens
