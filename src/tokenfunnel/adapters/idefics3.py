@@ -82,7 +82,8 @@ class Idefics3Adapter:
         mm_encoder_outputs=None,
         **kwargs,
     ):
-        call = dict(**{CACHE: pop_cache(kwargs)}, **kwargs)
+        cache = pop_cache(kwargs)  # taken out of kwargs before they are passed on
+        call = dict(**{CACHE: cache}, **kwargs)
         encoded = mm_encoder_outputs.get("image") if isinstance(mm_encoder_outputs, dict) else mm_encoder_outputs
         if pixel_values is None and encoded is None:  # text only, or decoding after the prefill
             return original(

@@ -105,8 +105,9 @@ class LlavaAdapter:
         mm_encoder_outputs=None,
         **kwargs,
     ):
+        cache = pop_cache(kwargs)  # taken out of kwargs before they are passed on
         call = dict(
-            **{CACHE: pop_cache(kwargs)},
+            **{CACHE: cache},
             vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy,
             **kwargs,

@@ -94,40 +94,36 @@ def _grid_step(run: EncoderRun, x: Tensor, kind: str, arg) -> Tensor:
     return torch.cat([head, grid.flatten(1, 2)], dim=1)
 
 
-def _spectral_step(run: EncoderRun, x: Tensor, arg, layer: nn.Module, before: Tensor) -> Tensor:
-    """Keep the ``dominant`` patches whose output the 1-D low-pass (``cutoff``) explains least, as LUVC's SPU scores
-    tokens; the others are dropped, or grouped onto ``contextual`` tokens by key likeness and averaged."""
-    dominant, contextual, cutoff = arg
-    p = run.prefix
-    scores = highfreq_score(x[:, p:].float(), cutoff)
-    if contextual == 0:
-        top = topk_in_order(scores, dominant)
-        run.size, run.cells = run.size.gather(1, top), run.cells.gather(1, top)
-        run.cover = gather_tokens(run.cover, top)
-        return torch.cat([x[:, :p], gather_tokens(x[:, p:], top)], dim=1)
-    _, k = query_keys(layer, before, 0)
-    assign, rep = dominant_contextual(scores, k[:, :, p:].mean(dim=1), dominant, contextual)
-    grid, run.size, run.cells, run.cover = merge_groups(x[:, p:], run.size, run.cells, run.cover, assign, rep)
-    return torch.cat([x[:, :p], grid], dim=1)
+def _keep_top(run: EncoderRun, x: Tensor, importance: Tensor, n: int) -> Tensor:
+    """Keep the ``n`` patches of highest ``importance`` (I, patches) in their order and drop the rest."""
+    p, top = run.prefix, topk_in_order(importance, n)
+    run.size, run.cells, run.cover = run.size.gather(1, top), run.cells.gather(1, top), gather_tokens(run.cover, top)
+    return torch.cat([x[:, :p], gather_tokens(x[:, p:], top)], dim=1)
 
 
 def _set_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module, before: Tensor) -> Tensor:
     _as_set(run)
     p = run.prefix
-    if kind == "spu":
-        return _spectral_step(run, x, arg, layer, before)
-    # from the layer's own input; ToMe needs no queries, VisionZip only the class token's (or all, without one)
-    q, k = query_keys(layer, before, 0 if kind == "tome" else (p or None))
+    if kind == "spu":  # LUVC's SPU on the layer's output: attention-free, so only keys (to group the rest) are needed
+        dominant, contextual, cutoff = arg
+        importance = highfreq_score(x[:, p:].float(), cutoff)
+        if contextual == 0:
+            return _keep_top(run, x, importance, dominant)
+        q, k = None, query_keys(layer, before, 0)[1]
+    else:  # from the layer's own input; ToMe needs no queries, VisionZip only the class token's (or all, without one)
+        q, k = query_keys(layer, before, 0 if kind == "tome" else (p or None))
     metric = k[:, :, p:].mean(dim=1)  # keys averaged over heads, as ToMe and VisionZip compare tokens
     if kind == "tome":
         assign, rep = bipartite(metric, arg)
     else:
-        dominant, contextual = arg
-        if p:  # attention the class token pays each patch, averaged over heads
-            weights = (q[:, :, :1] @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1)[:, :, 0, p:]
-        else:  # no class token (SigLIP): the attention each patch receives, averaged over every query
-            weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1).mean(dim=2)
-        assign, rep = dominant_contextual(weights.mean(dim=1), metric, dominant, contextual)
+        if kind == "zip":
+            dominant, contextual = arg
+            if p:  # attention the class token pays each patch, averaged over heads
+                weights = (q[:, :, :1] @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1)[:, :, 0, p:]
+            else:  # no class token (SigLIP): the attention each patch receives, averaged over every query
+                weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1).mean(dim=2)
+            importance = weights.mean(dim=1)
+        assign, rep = dominant_contextual(importance, metric, dominant, contextual)
     grid, run.size, run.cells, run.cover = merge_groups(x[:, p:], run.size, run.cells, run.cover, assign, rep)
     return torch.cat([x[:, :p], grid], dim=1)
 
