@@ -7,6 +7,9 @@ Needs the frozen training features that ``make train`` caches (runs/train/featur
    (750 mosaics to fit, 250 held out).
 2. For each ``--weights`` file: accuracy on questions about training mosaics (what training saw; memorising would
    show here first) and on dev mosaics (training pictures the recipe never shows), balanced over the kinds.
+3. ``--tiles``: which tile the model answers about (shape and colour questions on dev mosaics: the answer is
+   the named tile's, only another tile's, or no tile's), and how well it reads a picture at tile scale without
+   having to find the tile (the same dev picture in all four tiles, against that picture alone).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.runner import evaluate_samples
+from tokenfunnel.eval.scoring import predict
 from tokenfunnel.models.bundled import load_bundled
 from tokenfunnel.models.train import build_examples, cached_features, dev_image_ids
 
@@ -65,15 +69,65 @@ def training_mosaic_questions(samples: int, seed: int = 1) -> list[easyvqa.Sampl
     return out
 
 
+def answered_tile(model, processor, samples: int) -> dict[str, float]:
+    """Shares of shape/colour questions on dev mosaics answered with the named tile's answer, with only another
+    tile's answer, or with an answer no tile has."""
+    table = easyvqa._questions_by_image("train")
+    items = [s for s in easyvqa.grid_set(samples, 0, split="train", image_ids=dev_image_ids()) if s.kind != "yes/no"]
+    counts = {"named": 0, "other only": 0, "no tile": 0}
+    for start in range(0, len(items), 8):
+        chunk = items[start : start + 8]
+        guesses = predict(model, processor, [s.image for s in chunk], [s.question for s in chunk], easyvqa.answers())
+        for sample, guess in zip(chunk, guesses, strict=True):
+            holders = {t for t, i in enumerate(sample.image_ids) if guess in {q.answer for q in table[i][sample.kind]}}
+            named = easyvqa.TILES.index(sample.tile)
+            key = "named" if named in holders else "other only" if holders else "no tile"
+            counts[key] += 1
+    return {"questions": len(items), **{k: round(v / len(items), 3) for k, v in counts.items()}}
+
+
+def tile_scale_reading(model, processor, samples: int) -> dict[str, dict[str, float]]:
+    """Accuracy by kind on dev pictures shown alone and shown in all four tiles of a mosaic (no tile to find)."""
+    singles = easyvqa.single_set(samples, 0, split="train", image_ids=dev_image_ids())
+    hits: dict[str, dict[str, list[bool]]] = {"alone": {}, "four tiles": {}}
+    for start in range(0, len(singles), 8):
+        chunk = singles[start : start + 8]
+        tiled = [easyvqa.tile_question(easyvqa.TILES[(start + i) % 4], s.question) for i, s in enumerate(chunk)]
+        views = {
+            "alone": predict(
+                model, processor, [s.image for s in chunk], [s.question for s in chunk], easyvqa.answers()
+            ),
+            "four tiles": predict(
+                model, processor, [easyvqa.mosaic([s.image] * 4) for s in chunk], tiled, easyvqa.answers()
+            ),
+        }
+        for view, guesses in views.items():
+            for sample, guess in zip(chunk, guesses, strict=True):
+                hits[view].setdefault(sample.kind, []).append(guess == sample.answer)
+    return {view: {k: round(sum(v) / len(v), 3) for k, v in sorted(kinds.items())} for view, kinds in hits.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, nargs="*", default=[])
     parser.add_argument("--train-samples", type=int, default=60)
     parser.add_argument("--dev-samples", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tiles", action="store_true", help="only the tile measures (3.), on each --weights")
+    parser.add_argument("--tile-samples", type=int, default=150)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.tiles:
+        for weights in args.weights:
+            model, processor = load_bundled(weights=weights, quiet=True)
+            row = {
+                "weights": str(weights),
+                "answered_tile": answered_tile(model, processor, args.tile_samples),
+                "tile_scale": tile_scale_reading(model, processor, args.tile_samples * 3 // 5),
+            }
+            print(json.dumps(row), flush=True)
+        return
     mosaics = cached_features()[1000:].float()
     accuracy = quadrant_probe(mosaics)
     print(f"quadrant probe on the tokens of {len(mosaics) // 4} held-out training mosaics: {accuracy:.3f}")

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from tokenfunnel.data import easyvqa
 from tokenfunnel.models.bundled import load_bundled, lora_key, split_trained
 from tokenfunnel.models.processor import SYSTEM_PROMPT
+from tokenfunnel.models.route_loss import RouteLoss, named_tile
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -129,19 +130,21 @@ class ChatEncoder:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
     def encode(self, turns: list[tuple[str, str]]) -> dict[str, list[int]]:
-        """``ids``, ``positions``, ``turn`` (-1 on the prefix), and the answer tokens as ``targets`` with the
-        index of the token that predicts each (``sources``)."""
+        """``ids``, ``positions``, ``turn`` (-1 on the prefix), the answer tokens as ``targets`` with the
+        index of the token that predicts each (``sources``), and ``asks``: per turn, the index of the token
+        that predicts its first answer token."""
         ids = self.ids(f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n")
         ids += [self.image_id] * self.visual_tokens
         prefix = len(ids)
         positions, turn_of = list(range(prefix)), [-1] * prefix
-        sources, targets = [], []
+        sources, targets, asks = [], [], []
         for index, (question, answer) in enumerate(turns):
             opener = "\n" if index == 0 or self.separate else "<|im_start|>user\n"
             body = self.ids(f"{opener}{question}<|im_end|>\n<|im_start|>assistant\n")
             answer_ids = self.ids(answer) + self.ids("<|im_end|>")
             closer = [] if self.separate else self.ids("\n")
             start = prefix if self.separate else len(ids)
+            asks.append(len(ids) + len(body) - 1)
             for offset, token in enumerate(body + answer_ids + closer):
                 if len(body) <= offset < len(body) + len(answer_ids):
                     sources.append(len(ids) - 1)
@@ -149,7 +152,14 @@ class ChatEncoder:
                 ids.append(token)
                 positions.append(start + offset)
                 turn_of.append(index if self.separate else 0)
-        return {"ids": ids, "positions": positions, "turn": turn_of, "sources": sources, "targets": targets}
+        return {
+            "ids": ids,
+            "positions": positions,
+            "turn": turn_of,
+            "sources": sources,
+            "targets": targets,
+            "asks": asks,
+        }
 
 
 PADDING = -2  # the turn of padding tokens (the prefix is turn -1)
@@ -265,12 +275,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lora-rank", type=int, default=8, help="0 trains the projector alone")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument(
+        "--route-weight",
+        type=float,
+        default=0.0,
+        help="weight of the auxiliary loss that points the answer token's attention at the named tile (0: off)",
+    )
+    parser.add_argument("--route-layers", default="8,12,16,20", help="decoder layers the route loss supervises")
+    parser.add_argument(
         "--stop-after", type=int, default=0, help="end after this many steps of the --steps schedule (0: all)"
     )
     parser.add_argument("--init", type=Path, default=None, help="continue from these trained weights")
     parser.add_argument("--dev-eval", type=Path, default=None, help="only score these weights on the dev split")
     parser.add_argument("--dev-samples", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--draw-seed",
+        type=int,
+        default=None,
+        help="seed of the batch draws only (default: --seed); the training images stay those of --seed, so a "
+        "continued run sees new draws without touching the dev split",
+    )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("runs/train"))
     parser.add_argument("--out", type=Path, default=Path("runs/train/bundled_vlm.safetensors"))
@@ -282,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(row), flush=True)
         return
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed if args.draw_seed is None else args.draw_seed)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
@@ -318,6 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     base_lrs = [g["lr"] for g in groups]
     encoder = ChatEncoder(processor, features.shape[1], separate=args.separate_turns)
+    route = None
+    if args.route_weight:
+        side = math.isqrt(features.shape[1])
+        route = RouteLoss(lm, [int(i) for i in args.route_layers.split(",")], side)
     embed = lm.get_input_embeddings()
     singles = [i for i, (kind, _) in enumerate(images) if kind == "single"]
     grids = [i for i, (kind, _) in enumerate(images) if kind == "grid"]
@@ -331,8 +359,11 @@ def main(argv: list[str] | None = None) -> None:
             present = [k for k in easyvqa.KINDS if pools[index][k]]
             offset = rng.randrange(len(present))
             kinds = [present[(offset + t) % len(present)] for t in range(args.turns)]
-            rows.append(encoder.encode([rng.choice(pools[index][k]) for k in kinds]))
+            turns = [rng.choice(pools[index][k]) for k in kinds]
+            rows.append({**encoder.encode(turns), "questions": [q for q, _ in turns]})
         batch = pack(rows, processor.tokenizer.pad_token_id)
+        if route is not None:
+            route.arm(*_route_targets(rows), visual_start=rows[0]["ids"].index(processor.image_token_id))
         warm = min(1.0, step / args.warmup)
         cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
@@ -344,22 +375,34 @@ def main(argv: list[str] | None = None) -> None:
         hidden = lm(inputs_embeds=embeds, attention_mask=batch["mask"], position_ids=batch["positions"])
         logits = model.lm_head(hidden.last_hidden_state[batch["source_rows"], batch["source_tokens"]])
         target = batch["targets"]
-        loss = F.cross_entropy(logits, target)
+        loss = answer_loss = F.cross_entropy(logits, target)
+        route_loss, route_share = route.take() if route is not None else (None, 0.0)
+        if route_loss is not None:
+            loss = loss + args.route_weight * route_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         optimizer.step()
         accuracy = (logits.argmax(-1) == target).float().mean().item()
-        log.append({"step": step, "loss": round(loss.item(), 4), "token_accuracy": round(accuracy, 4)})
+        entry = {"step": step, "loss": round(answer_loss.item(), 4), "token_accuracy": round(accuracy, 4)}
+        if route is not None:
+            entry["route_share"] = round(route_share, 4)
+        log.append(entry)
         if step % 10 == 0 or step == 1:
             rate = (time.time() - train_started) / step
-            print(f"step {step}/{args.steps} loss {loss.item():.4f} acc {accuracy:.3f} {rate:.1f}s/step", flush=True)
+            extra = f" route share {route_share:.3f}" if route is not None else ""
+            print(
+                f"step {step}/{args.steps} loss {answer_loss.item():.4f} acc {accuracy:.3f}{extra} {rate:.1f}s/step",
+                flush=True,
+            )
         if step % 50 == 0 or step == args.steps or step == args.stop_after:
             _save(args.out, projector, lora, lora_scale, whiten)
         if step == args.stop_after:
             break
     for hook in hooks:
         hook.remove()
+    if route is not None:
+        route.remove()
     summary = {
         "args": {k: str(v) for k, v in vars(args).items()},
         "feature_seconds": round(feature_s),
@@ -368,6 +411,17 @@ def main(argv: list[str] | None = None) -> None:
     }
     (args.work / "train_log.json").write_text(json.dumps(summary, indent=1))
     print(f"done: features {feature_s:.0f}s, training {summary['train_seconds']}s -> {args.out}", flush=True)
+
+
+def _route_targets(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, token, tile) for every turn whose question names a mosaic tile."""
+    found = [
+        (b, token, tile)
+        for b, row in enumerate(rows)
+        for token, question in zip(row["asks"], row["questions"], strict=True)
+        if (tile := named_tile(question)) is not None
+    ]
+    return tuple(torch.tensor([f[i] for f in found], dtype=torch.long) for i in range(3))
 
 
 def _load_trained(path: Path, projector, lora) -> None:
