@@ -124,11 +124,18 @@ bench-adaptive: setup
 video-tokens: setup
 	$(BIN)/python scripts/video_tokens.py --frames 16 --repeats 2 --out benchmarks/video_tokens.json
 
-# Retrain the bundled VLM's projector + LoRA (~60 min on 2 CPU cores, frozen features cached after the first run);
-# writes the committed weights. These flags are their recipe: the first 150 steps of a 200-step schedule.
+# Retrain the bundled VLM's projector + LoRA (~2.5 h on 2 CPU cores, frozen features cached after the first run);
+# writes the committed weights (v3). Three stages, each the first 150 steps of a 200-step schedule: v2 (answers
+# only), then two stages with the route loss that points the answer token's attention at the named mosaic tile.
 train: setup
 	$(BIN)/python -m tokenfunnel.models.train --steps 200 --stop-after 150 --turns 9 --lr 1e-3 --separate-turns --whiten \
-		--out src/tokenfunnel/models/weights/bundled_vlm.safetensors
+		--out runs/train/v2.safetensors
+	$(BIN)/python -m tokenfunnel.models.train --steps 200 --stop-after 150 --turns 9 --lr 5e-4 --lora-lr 1e-3 \
+		--separate-turns --whiten --grid-fraction 0.67 --route-weight 0.5 --init runs/train/v2.safetensors \
+		--out runs/train/route_a.safetensors
+	$(BIN)/python -m tokenfunnel.models.train --steps 200 --stop-after 150 --turns 9 --lr 5e-4 --lora-lr 1e-3 \
+		--separate-turns --whiten --grid-fraction 0.67 --route-weight 1.0 --route-layers 4,8,12,16,20,24,28 \
+		--draw-seed 1 --init runs/train/route_a.safetensors --out src/tokenfunnel/models/weights/bundled_vlm.safetensors
 
 # Retrain the learned compressor (method learned) by distillation on the bundled VLM (~30 min on 2 CPU cores); writes
 # the committed weights and benchmarks/learned_training.json. The script's defaults are the committed recipe.

@@ -17,7 +17,6 @@ def test_quick_accuracy_is_well_above_a_blind_model(bundled):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 2's bars are not reached yet by the committed weights (see README)")
 @pytest.mark.parametrize(("dataset", "bar"), [("easyvqa", 0.90), ("easyvqa-grid", 0.80)])
 def test_full_accuracy_bars(bundled, dataset, bar):
     model, processor = bundled
