@@ -75,6 +75,8 @@ VARIANTS |= {
         "contextual": 10 / 64,
         "final_zero": False,
     },
+    "defaults, contextual=0.15, final_zero=False": {**DEFAULTS, "contextual": 0.15, "final_zero": False},
+    "defaults, grid_keep=0.5": {**DEFAULTS, "grid_keep": 0.5},
 }
 
 
