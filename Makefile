@@ -6,7 +6,8 @@ STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape bench-clips video-tokens \
-	train train-learned bench-adaptive bench-single ablate-luvc-single confirm-luvc-single clean
+	train train-learned bench-adaptive bench-single bench-luvc ablate-luvc-single confirm-luvc-single \
+	reading-depth clean
 
 setup: $(STAMP)
 
@@ -86,6 +87,21 @@ bench-single: setup
 		--samples 200 --seed 0 --timing-samples 4 --repeats 3 --threads 2 --out runs/bench-single
 	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-single benchmarks
 	cp runs/bench-single/pareto.png benchmarks/pareto_easyvqa.png
+
+# LUVC as it ships against uncompressed, on the test mosaics of make bench and the single test images of make
+# bench-single (same questions, seed and timing), in sweeps named luvc beside those two (~25 min on 2 CPU cores):
+# the quick way to refresh LUVC's rows when its defaults change without rerunning every method
+bench-luvc: setup
+	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods luvc --keep 0.5,0.25,0.11 \
+		--samples 200 --seed 0 --timing-samples 8 --repeats 3 --threads 2 --out runs/bench-luvc-grid
+	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-luvc-grid benchmarks --name luvc
+	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa --methods luvc --keep 0.25,0.11 \
+		--samples 200 --seed 0 --timing-samples 4 --repeats 3 --threads 2 --out runs/bench-luvc-single
+	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-luvc-single benchmarks --name luvc
+
+# How deep the bundled VLM reads the picture: all visual tokens through layer k, none after (dev mosaics, ~8 min)
+reading-depth: setup
+	$(BIN)/python scripts/luvc_reading_depth.py --samples 180 --out benchmarks/luvc_reading_depth.json
 
 # Speed ratios at LLaVA-1.5-7B's shapes (random weights, 4 of the 32 decoder layers: every layer has the same shape)
 bench-shape: setup

@@ -26,7 +26,14 @@ from tokenfunnel.eval.scoring import predict
 
 # Each variant changes options of the first design (the defaults until the v2 single-image ablation), so rows
 # measured before the defaults changed still mean what their names say; "current defaults" is LUVC as it ships.
-FIRST_DESIGN = {"spectrum": "2d", "grid_keep": None, "shape": "linear"}
+FIRST_DESIGN = {
+    "spectrum": "2d",
+    "grid_keep": None,
+    "shape": "linear",
+    "final_zero": True,
+    "stage": "llm",
+    "contextual": 0.0,
+}
 CURRENT = "current defaults"
 VARIANTS: dict[str, dict] = {
     "first design": {},
@@ -54,7 +61,8 @@ VARIANTS: dict[str, dict] = {
     "shape=flat, spectrum=1d, grid_keep=1": {"shape": "flat", "spectrum": "1d", "grid_keep": 1.0},
     "shape=geometric, spectrum=1d": {"shape": "geometric", "spectrum": "1d"},
 }
-# the same changes from the current defaults (flat, 1-D spectrum, no OIM)
+# the same changes from the defaults of sessions 12-21 (flat, 1-D spectrum, no OIM; the drop in the language model
+# before its first layer, none in the last), named "defaults, ..." in the rows
 DEFAULTS = {"shape": "flat", "spectrum": "1d", "grid_keep": 1.0}
 VARIANTS |= {
     "defaults, contextual=0.15": {**DEFAULTS, "contextual": 0.15},
@@ -76,6 +84,19 @@ VARIANTS |= {
         "final_zero": False,
     },
     "defaults, contextual=0.15, final_zero=False": {**DEFAULTS, "contextual": 0.15, "final_zero": False},
+    "defaults, stage=encoder, final_zero=False": {**DEFAULTS, "stage": "encoder", "final_zero": False},
+    "defaults, stage=encoder, contextual=0.3, final_zero=False": {
+        **DEFAULTS,
+        "stage": "encoder",
+        "contextual": 0.3,
+        "final_zero": False,
+    },
+    "defaults, stage=encoder, contextual=0.5, final_zero=False": {
+        **DEFAULTS,
+        "stage": "encoder",
+        "contextual": 0.5,
+        "final_zero": False,
+    },
     "defaults, grid_keep=0.5": {**DEFAULTS, "grid_keep": 0.5},
 }
 

@@ -9,7 +9,7 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration, Qwen2
 import tokenfunnel
 from tokenfunnel.adapters.vit import halves
 
-SPLIT = dict(grid_keep=None, shape="linear")  # OIM in the encoder, then the falling cascade (not the defaults)
+SPLIT = dict(grid_keep=None, shape="linear", final_zero=True)  # OIM, then a cascade to zero (the paper's design)
 
 VOCAB, IMAGE, PAD = 128, 127, 0
 PX, PATCH = 48, 4  # a 12 x 12 patch grid per tile: 36 placeholders after the 2 x 2 pixel shuffle

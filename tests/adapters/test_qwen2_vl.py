@@ -23,7 +23,7 @@ IMAGE, VIDEO, START, END, PAD = 100, 101, 102, 103, 0
 FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 GRIDS = [(1, 8, 12), (1, 4, 8)]  # two images per prompt, in patches: 4x6 and 2x4 language-model cells
 # OIM with the falling cascade (the defaults have no OIM); the tiny towers have 2 blocks: merge from the first one
-OIM = dict(keep=0.3, encoder_start=0.0, grid_keep=None, shape="linear")
+OIM = dict(keep=0.3, encoder_start=0.0, grid_keep=None, shape="linear", final_zero=True)
 INIT = 0.2  # larger than transformers' 0.02 so random logits are far apart: greedy choices do not flip on 1e-7 noise
 
 

@@ -20,7 +20,7 @@ SIDE = (8, 12)  # patches of each temporal slice: a 4x6 grid of language-model c
 CELLS = SIDE[0] * SIDE[1] // 4
 ROW = 3 * 2 * 2 * 2  # one patch row of pixel_values_videos: channels x temporal patch x patch x patch
 # OIM with the falling cascade (the defaults have no OIM); the tiny towers have 2 blocks: merge from the first one
-OIM = dict(keep=0.3, encoder_start=0.0, grid_keep=None, shape="linear")
+OIM = dict(keep=0.3, encoder_start=0.0, grid_keep=None, shape="linear", final_zero=True)
 TEMPORAL = {
     "pvc": dict(frame_threshold=0.99, encoder_start=0.0),  # the tiny towers have 2 blocks
     "pvc-frames": dict(frame_threshold=0.99),

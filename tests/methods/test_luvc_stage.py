@@ -17,7 +17,11 @@ from tokenfunnel.runtime.patch import MARK
 LAYERS = 6  # decoder layers of the tiny LLaVA
 
 
-@pytest.mark.parametrize("options", [{}, {"contextual": 0.25}, {"final_zero": False}], ids=["drop", "ctx", "held"])
+@pytest.mark.parametrize(
+    "options",
+    [{"contextual": 0, "final_zero": True}, {"contextual": 0.25, "final_zero": True}, {}],
+    ids=["drop", "ctx", "held"],
+)
 def test_keep_one_is_exact_and_a_padded_batch_equals_its_samples(options):
     model = build()
     together, alone = pair()
@@ -32,7 +36,7 @@ def test_keep_one_is_exact_and_a_padded_batch_equals_its_samples(options):
             assert torch.equal(gen[row], generate(model, one)[0])
     assert torch.equal(logits(model, together), ref) and not hasattr(model, MARK)
     counts = report["llm_visual_tokens"]
-    held = options.get("final_zero", True) is False
+    held = not options.get("final_zero", False)  # the default holds the tokens through the last layer
     n = 16 if held else round(0.25 * PATCHES * LAYERS / (LAYERS - 1))  # 19: the last layer sees none
     assert counts == [n] * LAYERS if held else counts == [n] * (LAYERS - 1) + [0]
     assert abs(report["keep"] - 0.25) <= 1 / PATCHES  # within one token per layer
@@ -47,7 +51,7 @@ def test_the_patches_kept_are_the_highest_spectral_scores_of_the_encoder_output(
         out = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True)
     feeding = out.hidden_states[model.config.vision_feature_layer][:, 1:]  # what the projector reads
     expect = set(highfreq_score(feeding.float(), 0.5)[0].topk(16).indices.tolist())
-    with tokenfunnel.compress(model, "luvc", keep=0.25, stage="encoder", final_zero=False) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, stage="encoder", contextual=0) as handle:
         logits(model, inputs)
         boxes = handle.report()["boxes"][0]
     assert {r0 * GRID[1] + c0 for r0, r1, c0, c1 in boxes} == expect
@@ -63,3 +67,23 @@ def test_the_encoder_stage_is_refused_with_oim_and_off_the_llava_family():
     with pytest.raises(ValueError, match="stage='llm'"):
         tokenfunnel.compress(model, "luvc", keep=0.25, stage="encoder")
     assert not hasattr(model, MARK)
+
+
+def test_auto_runs_the_encoder_stage_on_llava_and_the_language_model_elsewhere():
+    from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, LUVC
+
+    model = build()
+    inputs = prompt()
+    with tokenfunnel.compress(model, "luvc", keep=0.25) as handle:  # the defaults: stage="auto"
+        logits(model, inputs)
+        report = handle.report()
+    n = round(0.25 * PATCHES)  # chosen after the encoder and held through the last layer (final_zero=False)
+    assert report["visual_tokens"] == n and report["llm_visual_tokens"] == [n] * LAYERS
+    assert sum(r1 > r0 or c1 > c0 for r0, r1, c0, c1 in report["boxes"][0]) == round(ENCODER_CONTEXTUAL * n)
+    with tokenfunnel.compress(model, "luvc", keep=0.25, grid_keep=None) as handle:  # OIM: the language model
+        logits(model, inputs)
+        assert handle.report()["visual_tokens"] < PATCHES and handle.report()["llm_visual_tokens"][-1] > 0
+    assert LUVC(LUVCConfig(grid_keep=None)).stage == "llm" and LUVC(LUVCConfig()).stage is None  # family unknown
+    smol = test_idefics3.build("smolvlm")
+    with tokenfunnel.compress(smol, "luvc", keep=0.25) as handle:
+        assert handle._runtime.plan.stage == "llm" and handle._runtime.plan.contextual == 0.0

@@ -19,7 +19,10 @@ from tokenfunnel.ops.spectrum import highfreq_score
 from tokenfunnel.runtime.state import ScoreInput
 
 SPECTRA = ("2d", "1d", "channel")
-STAGES = ("llm", "encoder")
+STAGES = ("auto", "llm", "encoder")
+# contextual share of the encoder stage when none is asked for: VisionZip's 10 of 64, which led no contextual tokens
+# on dev single images and mosaics (0.3 measured level with it: README, "How the defaults were chosen")
+ENCODER_CONTEXTUAL = 10 / 64
 
 
 @dataclass(frozen=True)
@@ -27,29 +30,34 @@ class LUVCConfig:
     """Options of LUVC; ``keep`` is the FLOP-equivalent fraction of visual tokens over the decoder layers.
 
     The defaults were chosen on the easy-VQA dev split (README, "How the defaults were chosen"): on the bundled VLM
-    every amount of OIM cost accuracy and bought no encoder time, a 1-D spectrum beat the 2-D one, and one drop
-    held to the last layer beat a falling cascade while scoring once instead of at every layer.
+    every amount of OIM cost accuracy and bought no encoder time, a 1-D spectrum beat the 2-D one, one drop held to
+    the last layer beat a falling cascade while scoring once instead of at every layer, the model reads the picture
+    until its last layers (so the last layer keeps its tokens: ``final_zero=False``), and on the LLaVA family the drop
+    after the encoder with contextual tokens led every other setting.
 
     grid_keep: fraction of the patch grid that leaves the encoder through OIM (1.0, the default, disables OIM;
         None splits the budget: min(1, 2 * keep) leaves the encoder and the decoder cascade falls from there).
     encoder_start: fraction of the encoder layers feeding the LLM after which merge steps begin (one per layer).
     proportional: add log(size) to the encoder attention logits once tokens are merged.
     shape, start, final_zero, every: the decoder cascade (see ``tokenfunnel.ops.budget.cascade``): "flat" drops
-        once at ``start`` and holds the count to zero at the last layer; "linear", "geometric" and "step" fall
-        layer after layer. ``every`` > 1 prunes only every that many layers (less scoring, coarser cascade).
+        once at ``start`` and holds the count; "linear", "geometric" and "step" fall layer after layer.
+        ``final_zero=True`` empties the last layer (the paper's schedule; off by default, see above). ``every`` > 1
+        prunes only every that many layers (less scoring, coarser cascade).
     spectrum: "1d" (low-pass over the visual sequence), "2d" (over each image's grid) or "channel".
     cutoff: low-pass cutoff as a fraction of Nyquist. prefer: keep the "high"- or "low"-frequency tokens.
     normed: score the layer's normalised input rather than the raw residual stream.
     contextual: share of each drop's kept tokens that are not kept as they are but hold the dropped ones: the
         tokens below the spectral cut are grouped onto that many of them (spread evenly, each joining the one its
         normalised state is most alike, as VisionZip's contextual tokens) and averaged, weighted by the tokens
-        each already holds. 0 (the default) drops them.
-    stage: where the SPU drop happens. "llm" (the default): before decoder layer ``start``, on the layer's input, then
-        the cascade. "encoder" (LLaVA family): right after the last encoder layer that feeds the projector, on that
-        layer's output (1-D spectrum, ``cutoff``), attention-free; ``contextual`` is then the share of the tokens
-        kept that are VisionZip-style contextual tokens (the dropped patches grouped by key likeness and averaged)
-        rather than top-scoring patches. The language model sees the kept tokens at every layer, none at the last
-        with ``final_zero``; the count is set so the realised keep is ``keep``. No OIM with it (grid_keep=1).
+        each already holds. None (the default): ``ENCODER_CONTEXTUAL`` at the encoder stage, 0 (drop them) in the
+        language model, where it measured level with dropping and would refuse batches of unequal token counts.
+    stage: where the SPU drop happens. "auto" (the default): "encoder" on the LLaVA family without OIM, else "llm".
+        "llm": before decoder layer ``start``, on the layer's input, then the cascade. "encoder" (LLaVA family):
+        right after the last encoder layer that feeds the projector, on that layer's output (1-D spectrum,
+        ``cutoff``), attention-free; ``contextual`` is then the share of the tokens kept that are VisionZip-style
+        contextual tokens (the dropped patches grouped by key likeness and averaged) rather than top-scoring
+        patches. The language model sees the kept tokens at every layer, none at the last with ``final_zero``; the
+        count is set so the realised keep is ``keep``. No OIM with it (grid_keep=1).
     coverage: share of each drop's kept tokens picked one per block of the image grid (as many blocks as that
         share of the count, each image's blocks a grid of its aspect): each block's highest-scoring token, so that
         every part of the picture keeps a token; the rest by score anywhere. 0 (the default) ranks by score alone.
@@ -61,15 +69,15 @@ class LUVCConfig:
     proportional: bool = False
     shape: str = "flat"
     start: int = 0
-    final_zero: bool = True
+    final_zero: bool = False
     every: int = 1
     spectrum: str = "1d"
     cutoff: float = 0.5
     prefer: str = "high"
     normed: bool = True
-    contextual: float = 0.0
+    contextual: float | None = None
     coverage: float = 0.0
-    stage: str = "llm"
+    stage: str = "auto"
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
@@ -89,7 +97,7 @@ class LUVCConfig:
             raise ValueError(f"every must be >= 1 (decoder layers between drops), got {self.every}")
         if self.start < 0:
             raise ValueError(f"start must be a decoder layer index >= 0, got {self.start}")
-        if not 0 <= self.contextual < 1:
+        if self.contextual is not None and not 0 <= self.contextual < 1:
             raise ValueError(f"contextual must be a share in [0, 1) of the tokens a drop keeps, got {self.contextual}")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
@@ -99,23 +107,39 @@ class LUVCConfig:
             raise ValueError(f"coverage must be a share in [0, 1] of the tokens a drop keeps, got {self.coverage}")
 
 
+def resolve_stage(config: LUVCConfig, family: str) -> tuple[str, float]:
+    """(stage, contextual share) ``config`` runs with on a model of ``family``."""
+    stage = config.stage
+    if stage == "auto":
+        stage = "encoder" if family == "llava" and config.grid_keep == 1.0 else "llm"
+    if config.contextual is not None:
+        return stage, config.contextual
+    return stage, ENCODER_CONTEXTUAL if stage == "encoder" else 0.0
+
+
 class LUVC:
     name = "luvc"
 
     def __init__(self, config: LUVCConfig) -> None:
         self.config = config
         self.proportional = config.proportional
-        # what the decoder calls instead of a plain top-k when dropped tokens are folded, None when they are not
-        self.fold = self._fold if config.contextual > 0 and config.stage == "llm" else None
         self.layers: int | None = None  # decoder layers, known once check() has seen the model
+        # "llm" or "encoder", and the contextual share; "auto" without OIM waits for check() to see the family
+        self.stage, self.contextual = resolve_stage(config, "")
+        if config.stage == "auto" and config.grid_keep == 1.0:
+            self.stage = None
+        # what the decoder calls instead of a plain top-k when dropped tokens are folded, None when they are not
+        self.fold = None
 
     def check(self, adapter) -> None:
-        self.layers = decoder_layers(adapter)
         if self.config.stage == "encoder" and adapter.family != "llava":
             raise ValueError(
                 f"luvc's stage='encoder' runs on LLaVA-family models only (one language-model token per patch, which "
-                f"{adapter.family} does not have); use stage='llm' (the default) there"
+                f"{adapter.family} does not have); use stage='llm' or 'auto' (the default) there"
             )
+        self.layers = decoder_layers(adapter)
+        self.stage, self.contextual = resolve_stage(self.config, adapter.family)
+        self.fold = self._fold if self.contextual > 0 and self.stage == "llm" else None
 
     def _grid_fraction(self) -> float:
         c = self.config
@@ -123,7 +147,9 @@ class LUVC:
 
     def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, int]]:
         c = self.config
-        if c.stage == "llm":
+        if self.stage is None:
+            raise RuntimeError("luvc's stage='auto' ran before check() saw the model's family; this is a bug")
+        if self.stage == "llm":
             return oim_steps(h, w, layers, self._grid_fraction(), c.encoder_start)
         if c.keep == 1.0:
             return {}
@@ -134,14 +160,14 @@ class LUVC:
         n = min(h * w, round(share * h * w))
         if n < 1:
             raise ValueError(f"luvc cannot keep {c.keep} of a {h}x{w} grid: that is no token at all; ask for more")
-        contextual = min(n - 1, round(c.contextual * n)) if n < h * w else 0
+        contextual = min(n - 1, round(self.contextual * n)) if n < h * w else 0
         return {layers - 1: ("spu", (n - contextual, contextual, c.cutoff))}
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
         c = self.config
         if c.keep == 1.0:
             return [entering] * layers
-        if c.stage == "encoder":  # the encoder chose the count; only final_zero acts in the language model
+        if self.stage == "encoder":  # the encoder chose the count; only final_zero acts in the language model
             return [entering] * (layers - 1) + [0 if c.final_zero else entering]
         return cascade(entering, layers, c.keep * original, c.shape, c.start, c.final_zero, c.every)
 
@@ -153,7 +179,7 @@ class LUVC:
         return x.float()
 
     def _fold(self, inputs: ScoreInput, scores: Tensor, count: int, size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        contextual = min(count, max(1, round(self.config.contextual * count)))
+        contextual = min(count, max(1, round(self.contextual * count)))
         return fold_rest(inputs.hidden, size, scores, self._features(inputs), count, contextual)
 
     def score(self, inputs: ScoreInput) -> Tensor:
