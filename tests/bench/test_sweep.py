@@ -42,7 +42,7 @@ def test_rows(tiny_sweep, bundled):
     assert luvc["realised_keep"] == pytest.approx(0.5, abs=0.02)
     assert luvc["flops_ideal_speedup"] > 1.2
     assert luvc["kv_cache_bytes"] < none["kv_cache_bytes"] and luvc["peak_mem_bytes"] < none["peak_mem_bytes"]
-    assert luvc["llm_visual_tokens"][-1] < luvc["llm_visual_tokens"][0] <= 256
+    assert luvc["visual_tokens"] == 128 and luvc["llm_visual_tokens"] == [128] * layers  # the defaults on LLaVA
 
 
 def test_files_and_json(tiny_sweep):
