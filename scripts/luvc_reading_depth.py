@@ -46,8 +46,8 @@ def main() -> None:
             parser.error(f"--cuts must be decoder layers in 1..{layers - 1}, got {cut}")
         started = time.perf_counter()
         # a flat LUVC schedule that starts at the cut with a mean of exactly `cut` layers of tokens keeps none
-        # after it; the small margin only absorbs floating-point rounding of keep * layers
-        keep = (cut + 0.01) / layers
+        # after it; the margin (far below one token) only absorbs floating-point rounding of keep * layers
+        keep = cut / layers + 1e-9
         with torch.no_grad(), tokenfunnel.compress(model, "luvc", keep=keep, start=cut, stage="llm") as handle:
             got = answers(model, processor, items, args.batch)
             counts = handle.report()["llm_visual_tokens"]
