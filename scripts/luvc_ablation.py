@@ -91,12 +91,6 @@ VARIANTS |= {
         "contextual": 0.3,
         "final_zero": False,
     },
-    "defaults, stage=encoder, contextual=0.5, final_zero=False": {
-        **DEFAULTS,
-        "stage": "encoder",
-        "contextual": 0.5,
-        "final_zero": False,
-    },
     "defaults, grid_keep=0.5": {**DEFAULTS, "grid_keep": 0.5},
 }
 

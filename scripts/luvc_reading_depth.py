@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from luvc_ablation import answers
+from luvc_ablation import _mean, answers
 
 import tokenfunnel
 from tokenfunnel.bench.models import fingerprint
@@ -65,11 +65,6 @@ def main() -> None:
     what = {"dataset": args.dataset, "samples": args.samples, "weights": fingerprint("bundled")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({**what, "rows": rows}, indent=1) + "\n")
-
-
-def _mean(hits) -> float:
-    hits = list(hits)
-    return round(sum(hits) / len(hits), 4)
 
 
 if __name__ == "__main__":

@@ -107,11 +107,17 @@ class LUVCConfig:
             raise ValueError(f"coverage must be a share in [0, 1] of the tokens a drop keeps, got {self.coverage}")
 
 
-def resolve_stage(config: LUVCConfig, family: str) -> tuple[str, float]:
-    """(stage, contextual share) ``config`` runs with on a model of ``family``."""
+def resolve_stage(config: LUVCConfig, family: str | None) -> tuple[str | None, float]:
+    """(stage, contextual share) ``config`` runs with on a model of ``family``; the stage is None while the family
+    is unknown (None) and "auto" depends on it."""
     stage = config.stage
     if stage == "auto":
-        stage = "encoder" if family == "llava" and config.grid_keep == 1.0 else "llm"
+        if config.grid_keep != 1.0:
+            stage = "llm"  # OIM merges in the encoder: the drop goes to the language model
+        elif family is None:
+            stage = None
+        else:
+            stage = "encoder" if family == "llava" else "llm"
     if config.contextual is not None:
         return stage, config.contextual
     return stage, ENCODER_CONTEXTUAL if stage == "encoder" else 0.0
@@ -125,9 +131,7 @@ class LUVC:
         self.proportional = config.proportional
         self.layers: int | None = None  # decoder layers, known once check() has seen the model
         # "llm" or "encoder", and the contextual share; "auto" without OIM waits for check() to see the family
-        self.stage, self.contextual = resolve_stage(config, "")
-        if config.stage == "auto" and config.grid_keep == 1.0:
-            self.stage = None
+        self.stage, self.contextual = resolve_stage(config, None)
         # what the decoder calls instead of a plain top-k when dropped tokens are folded, None when they are not
         self.fold = None
 
