@@ -112,7 +112,10 @@ def main() -> None:
         "--variants", nargs="+", default=[CURRENT, *VARIANTS], choices=[CURRENT, *VARIANTS], metavar="VARIANT"
     )
     parser.add_argument(
-        "--baselines", nargs="*", default=["random"], help="other methods (default options) measured alongside"
+        "--baselines",
+        nargs="*",
+        default=["random"],
+        help="other methods measured alongside, as METHOD or METHOD:NAME=VALUE,... (e.g. learned:weights=FILE)",
     )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_ablation.json"))
@@ -143,7 +146,7 @@ def main() -> None:
         done["rows"] = [r for r in done["rows"] if r["variant"] != "uncompressed"] + [base]
         print(json.dumps(base), flush=True)
     runs = [(name, "luvc", {} if name == CURRENT else {**FIRST_DESIGN, **VARIANTS[name]}) for name in args.variants]
-    runs += [(f"baseline: {method}", method, {}) for method in args.baselines]
+    runs += [(f"baseline: {spec}", *_baseline(spec)) for spec in args.baselines]
     for keep in args.keep:
         for name, method, options in runs:
             resolved = resolved_options(Setting(method, keep), processor, options)
@@ -170,6 +173,15 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(done, indent=1) + "\n")
+
+
+def _baseline(spec: str) -> tuple[str, dict]:
+    """"learned:weights=FILE" -> ("learned", {"weights": "FILE"}); values stay strings, as the CLI's --option."""
+    method, _, options = spec.partition(":")
+    pairs = [kv.split("=", 1) for kv in options.split(",") if kv]
+    if any(len(kv) != 2 for kv in pairs):
+        raise SystemExit(f"--baselines {spec!r}: options go as METHOD:NAME=VALUE,NAME=VALUE")
+    return method, dict(pairs)
 
 
 def _mean(hits) -> float:

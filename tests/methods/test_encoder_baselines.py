@@ -66,6 +66,31 @@ def test_boxes_are_inside_the_grid_and_each_token_sits_in_its_own_box(method):
         assert bool((cover == 1).all())
 
 
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [(m, {}) for m in ENCODER]
+    + [("luvc", {}), ("luvc", {"stage": "encoder", "contextual": 0.0}), ("luvc", {"grid_keep": 0.5})],
+)
+def test_patch_owner_names_the_token_holding_each_patch_and_its_box_bounds_them(method, options):
+    model = build()
+    with tokenfunnel.compress(model, method, keep=0.25, **options) as handle:
+        logits(model, prompt())
+        report = handle.report()
+    h, w = report["patch_grid"]
+    owner = torch.tensor(report["patch_owner"][0]).view(h, w)
+    boxes = report["boxes"][0]
+    assert bool((owner >= -1).all()) and int(owner.max()) < len(boxes)
+    for token, (r0, r1, c0, c1) in enumerate(boxes):
+        rows, cols = (owner == token).nonzero(as_tuple=True)
+        assert len(rows), "every token holds at least one patch"
+        assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (r0, r1, c0, c1)
+    dropped = int((owner == -1).sum())
+    if options.get("contextual") == 0.0:  # a pure drop: the kept tokens are single patches, the rest gone
+        assert dropped == h * w - len(boxes)
+    else:  # merges (and contextual tokens) lose no patch
+        assert dropped == 0
+
+
 def test_pool_averages_the_unmodified_encoder_output_over_bins():
     model = build()
     inputs = prompt()
@@ -119,8 +144,9 @@ def test_merge_groups_averages_by_size_and_returns_raster_order():
     cover = torch.tensor([[[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]]])
     assign = torch.tensor([[1, 1, 0, 0]])  # slot 1 = tokens 0 + 1, slot 0 = tokens 2 + 3
     rep = torch.tensor([[3, 0]])
-    out, sizes, new_cells, boxes = merge_groups(x, size, cells, cover, assign, rep)
+    out, sizes, new_cells, boxes, went = merge_groups(x, size, cells, cover, assign, rep)
     assert new_cells.tolist() == [[0, 3]]  # sorted by cell: slot 1 (cell 0) first
+    assert went.tolist() == [[0, 0, 1, 1]]  # tokens 0 + 1 became output 0, tokens 2 + 3 output 1
     assert out[0, :, 0].tolist() == [2.5, 15.0] and sizes.tolist() == [[4.0, 2.0]]
     assert boxes.tolist() == [[[0, 0, 0, 1], [1, 1, 0, 1]]]
 

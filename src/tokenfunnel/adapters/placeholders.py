@@ -99,6 +99,7 @@ def shrink(rt, run, input_ids: Tensor, attention_mask, position_ids):
         original=per_sample,
         boxes=list(boxes(run.rows, run.cols, s)) if run.cells is None else list(run.cover),
         patch_grid=(h, w),
+        owners=None if run.cells is None else list(run.owner),
     )
     rt.record.layout = layout
     if (hh, ww) == (h, w) and all(c == per_sample for c in counts):  # nothing to compress: the model as it is

@@ -18,10 +18,10 @@ from torch import Tensor
 
 def merge_groups(
     x: Tensor, size: Tensor, cells: Tensor, cover: Tensor, assign: Tensor, rep: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Apply an assignment: x (B, N, C), size (B, N), cells (B, N), cover (B, N, 4) [r0, r1, c0, c1];
     assign (B, N) slot of each token; rep (B, M) input token representing each slot. Returns the slots sorted by
-    cell: x (B, M, C), size, cells, cover."""
+    cell: x (B, M, C), size, cells, cover, and (B, N) the output token each input token went into."""
     b, n, c = x.shape
     m = rep.shape[1]
     weight = size.to(x.dtype)[..., None]
@@ -40,6 +40,7 @@ def merge_groups(
         sizes.gather(1, order),
         slot_cells.gather(1, order),
         boxes.gather(1, take.expand(-1, -1, 4)),
+        order.argsort(dim=1).gather(1, assign),
     )
 
 

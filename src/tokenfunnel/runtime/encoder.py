@@ -76,6 +76,21 @@ def _as_set(run: EncoderRun) -> None:
     run.cells = centre.flatten(1)
     run.cover = torch.cat([rows, cols], dim=-1).flatten(1, 2)
     run.size = run.size.flatten(1)
+    run.owner = _patch_owner(run.rows, run.cols, run.patch_grid)
+
+
+def _patch_owner(rows: Tensor, cols: Tensor, grid: tuple[int, int]) -> Tensor:
+    """(I, H*W) the cell of an (I, h, w) grid, in raster order, whose row and column spans hold each patch."""
+    starts_r, starts_c = rows[..., 0].contiguous(), cols[..., 0].contiguous()
+    r = torch.arange(grid[0], device=rows.device).expand(rows.shape[0], -1).contiguous()
+    c = torch.arange(grid[1], device=cols.device).expand(cols.shape[0], -1).contiguous()
+    row, col = torch.searchsorted(starts_r, r, right=True) - 1, torch.searchsorted(starts_c, c, right=True) - 1
+    return (row[:, :, None] * cols.shape[1] + col[:, None, :]).flatten(1)
+
+
+def _follow(owner: Tensor, moved: Tensor) -> Tensor:
+    """Patch owners after a step that sent token j to ``moved[:, j]`` (-1: dropped)."""
+    return torch.where(owner >= 0, moved.gather(1, owner.clamp(min=0)), -1)
 
 
 def _grid_step(run: EncoderRun, x: Tensor, kind: str, arg) -> Tensor:
@@ -98,6 +113,9 @@ def _keep_top(run: EncoderRun, x: Tensor, importance: Tensor, n: int) -> Tensor:
     """Keep the ``n`` patches of highest ``importance`` (I, patches) in their order and drop the rest."""
     p, top = run.prefix, topk_in_order(importance, n)
     run.size, run.cells, run.cover = run.size.gather(1, top), run.cells.gather(1, top), gather_tokens(run.cover, top)
+    moved = top.new_full(importance.shape, -1)
+    moved.scatter_(1, top, torch.arange(n, device=top.device).expand_as(top))
+    run.owner = _follow(run.owner, moved)
     return torch.cat([x[:, :p], gather_tokens(x[:, p:], top)], dim=1)
 
 
@@ -124,7 +142,8 @@ def _set_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module, befo
                 weights = (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1).mean(dim=2)
             importance = weights.mean(dim=1)
         assign, rep = dominant_contextual(importance, metric, dominant, contextual)
-    grid, run.size, run.cells, run.cover = merge_groups(x[:, p:], run.size, run.cells, run.cover, assign, rep)
+    grid, run.size, run.cells, run.cover, moved = merge_groups(x[:, p:], run.size, run.cells, run.cover, assign, rep)
+    run.owner = _follow(run.owner, moved)
     return torch.cat([x[:, :p], grid], dim=1)
 
 

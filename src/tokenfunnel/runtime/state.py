@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import torch
 from torch import Tensor, nn
 
 RUN = "_tokenfunnel_run"  # attribute on a vision tower's output naming the EncoderRun that produced it
@@ -25,6 +26,9 @@ class EncoderRun:
     # once a merge gives up the grid (ToMe, VisionZip), tokens are a set in raster order of their cells:
     cells: Tensor | None = None  # (I, n) the patch (raster index of the unmerged grid) whose placeholder each takes
     cover: Tensor | None = None  # (I, n, 4) [row0, row1, col0, col1] the original patches each covers
+    # (I, H*W) the token holding each original patch, -1 once dropped: a merged set is not a box, so the boxes above
+    # only bound it
+    owner: Tensor | None = None
     pixels: Tensor | None = None  # the images the tower was given, kept only for plans that read them (needs_pixels)
 
     @property
@@ -127,6 +131,21 @@ class Layout:
     # per sample, the visual tokens entering each decoder layer, when a select stage decided them per sample
     schedules: list[list[int]] | None = None
     stage: dict | None = None  # what a select stage did, per sample, for report()
+    # per image of the batch: (H*W,) the token holding each original patch, -1 where dropped; None when every token
+    # covers exactly its box (grid merges, pooling), so the boxes say it
+    owners: list[Tensor] | None = None
+
+
+def owners_of(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
+    """(H*W,) the token whose box holds each original patch (-1: none), for tokens that tile their boxes."""
+    b = torch.as_tensor(boxes)
+    r, c = torch.arange(grid[0]), torch.arange(grid[1])
+    inside_r = (b[:, :1] <= r) & (r <= b[:, 1:2])  # (n, H)
+    inside_c = (b[:, 2:3] <= c) & (c <= b[:, 3:4])  # (n, W)
+    inside = (inside_r[:, :, None] & inside_c[:, None, :]).flatten(1)  # (n, H*W)
+    if not len(b):
+        return torch.full((grid[0] * grid[1],), -1)
+    return torch.where(inside.any(0), inside.int().argmax(0), -1)
 
 
 @dataclass
@@ -161,6 +180,8 @@ class Record:
         out["grids"] = [list(g) for g in lay.images]
         out["patch_grid"] = list(lay.patch_grid)
         out["boxes"] = [b.tolist() for b in lay.boxes]
+        owners = lay.owners if lay.owners is not None else [owners_of(b, lay.patch_grid) for b in lay.boxes]
+        out["patch_owner"] = [o.tolist() for o in owners]
         out["kept"] = [[[c for c in row if c >= 0] for row in cells.tolist()] for cells in self.kept_cells]
         if lay.temporal is not None:
             out["temporal"] = {k: list(v) for k, v in lay.temporal.items()}

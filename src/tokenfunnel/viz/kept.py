@@ -23,36 +23,53 @@ def default_layers(n_layers: int) -> list[int]:
 
 
 def kept_figure(image: np.ndarray, report: dict, layers: list[int] | None = None, image_index: int = 0):
-    """One panel per stage: the encoder's merged grid, then the tokens entering chosen decoder layers."""
-    gh, gw = report["patch_grid"]
-    h, w = image.shape[:2]
-    ph, pw = h / gh, w / gw
-    boxes = np.array(report["boxes"][image_index])
+    """One panel per stage: the tokens leaving the encoder, then those entering chosen decoder layers. Patches whose
+    token is gone are dark; patches folded into a token that is not a whole box (a contextual or ToMe group) are
+    tinted, since that token only summarises them."""
+    boxes = np.array(report["boxes"][image_index]).reshape(-1, 4)
+    owner = np.array(report["patch_owner"][image_index]).reshape(report["patch_grid"])
     offset = sum(a * b for a, b in report["grids"][:image_index])
     count = len(boxes)
+    held = np.bincount(owner[owner >= 0], minlength=count)
+    summary = held < (boxes[:, 1] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 2] + 1)
     layers = default_layers(len(report["llm_visual_tokens"])) if layers is None else layers
     fig, axes = plt.subplots(1, 1 + len(layers), figsize=(3.2 * (1 + len(layers)), 3.6))
-    gr, gc = report["grids"][image_index]
-    _panel(axes[0], image, boxes, np.ones(count, bool), ph, pw, f"after encoder: {gr}x{gc} = {count} tokens")
+    panel = _Panel(image, boxes, owner, summary)
+    panel.draw(axes[0], np.ones(count, bool), "after the encoder")
     for ax, layer in zip(axes[1:], layers, strict=True):
         kept = np.asarray(report["kept"][layer][0]) - offset
         alive = np.zeros(count, bool)
         alive[kept[(kept >= 0) & (kept < count)]] = True
-        _panel(ax, image, boxes, alive, ph, pw, f"LLM layer {layer}: {int(alive.sum())} tokens")
-    fig.suptitle(f"keep {report['keep']:.3f} (FLOP-equivalent); encoder_keep {report.get('encoder_keep', 1.0):.3f}")
+        panel.draw(ax, alive, f"LLM layer {layer}")
+    fig.suptitle(
+        f"keep {report['keep']:.3f} (FLOP-equivalent); encoder_keep {report.get('encoder_keep', 1.0):.3f}; "
+        "dark: dropped, tinted: folded into a summary token"
+    )
     fig.tight_layout()
     return fig
 
 
-def _panel(ax, image, boxes, alive, ph: float, pw: float, title: str) -> None:
-    ax.imshow(image)
-    shade = np.zeros(image.shape[:2] + (4,))
-    for (r0, r1, c0, c1), on in zip(boxes, alive, strict=True):
-        y0, y1, x0, x1 = int(r0 * ph), int((r1 + 1) * ph), int(c0 * pw), int((c1 + 1) * pw)
-        if not on:
-            shade[y0:y1, x0:x1] = (0, 0, 0, 0.75)
-        else:
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.4, ec="white", alpha=0.6))
-    ax.imshow(shade)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
+class _Panel:
+    def __init__(self, image: np.ndarray, boxes: np.ndarray, owner: np.ndarray, summary: np.ndarray) -> None:
+        self.image, self.boxes, self.owner, self.summary = image, boxes, owner, summary
+        gh, gw = owner.shape
+        self.ph, self.pw = image.shape[0] / gh, image.shape[1] / gw
+
+    def draw(self, ax, alive: np.ndarray, where: str) -> None:
+        h, w = self.image.shape[:2]
+        ax.imshow(self.image)
+        live = np.where(self.owner >= 0, alive[self.owner.clip(min=0)], False)
+        folded = live & self.summary[self.owner.clip(min=0)]
+        shade = np.zeros(self.owner.shape + (4,))
+        shade[~live] = (0, 0, 0, 0.75)
+        shade[folded] = (0.1, 0.3, 1.0, 0.45)
+        ax.imshow(shade, extent=(0, w, h, 0), interpolation="nearest")
+        for (r0, r1, c0, c1), on, part in zip(self.boxes, alive, self.summary, strict=True):
+            if on and not part:
+                y0, x0 = r0 * self.ph, c0 * self.pw
+                size = ((c1 + 1 - c0) * self.pw, (r1 + 1 - r0) * self.ph)
+                ax.add_patch(Rectangle((x0, y0), *size, fill=False, lw=0.4, ec="white", alpha=0.6))
+        whole, parts = int((alive & ~self.summary).sum()), int((alive & self.summary).sum())
+        title = f"{where}: {whole + parts} tokens" + (f" ({parts} summaries)" if parts else "")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
