@@ -176,12 +176,19 @@ def main() -> None:
 
 
 def _baseline(spec: str) -> tuple[str, dict]:
-    """"learned:weights=FILE" -> ("learned", {"weights": "FILE"}); values stay strings, as the CLI's --option."""
+    """Split a spec like "fastv:layer=6" into ("fastv", {"layer": 6}); values read as JSON, else text, as --option."""
     method, _, options = spec.partition(":")
     pairs = [kv.split("=", 1) for kv in options.split(",") if kv]
     if any(len(kv) != 2 for kv in pairs):
         raise SystemExit(f"--baselines {spec!r}: options go as METHOD:NAME=VALUE,NAME=VALUE")
-    return method, dict(pairs)
+    return method, {name: _value(text) for name, text in pairs}
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _mean(hits) -> float:
