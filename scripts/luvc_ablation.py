@@ -23,6 +23,7 @@ from tokenfunnel.bench.models import fingerprint
 from tokenfunnel.bench.settings import Setting, resolved_options
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import predict
+from tokenfunnel.methods.registry import processor_options
 
 # Each variant changes options of the first design (the defaults until the v2 single-image ablation), so rows
 # measured before the defaults changed still mean what their names say; "current defaults" is LUVC as it ships.
@@ -155,7 +156,8 @@ def main() -> None:
             # a row measured under other options (the defaults changed) is measured again, not kept
             done["rows"] = [r for r in done["rows"] if (r["variant"], r["keep"]) != (name, keep)]
             started = time.perf_counter()
-            with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep, **options) as handle:
+            given = {**processor_options(method, processor), **options}  # the tokenizer for methods reading it
+            with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep, **given) as handle:
                 got = answers(model, processor, items, args.batch)
                 realised = handle.report()["keep"]
             row = {

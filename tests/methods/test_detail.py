@@ -140,6 +140,41 @@ def test_the_detail_tokens_kept_are_those_the_global_view_does_not_explain():
             assert size == sum(1 for c in (block == b).nonzero()[:, 0].tolist() if c not in detail)
 
 
+class Said:
+    """A tokenizer stand-in that decodes any ids to one fixed question."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def decode(self, ids, skip_special_tokens=True):
+        return self.text
+
+
+@pytest.mark.parametrize("focus", [True, False])
+def test_a_named_corner_gets_the_detail_tokens_first(focus):
+    """The most novel cells lie outside the top-left quadrant; asked about the top-left, the detail tokens come from
+    that quadrant (its 16 cells fill the 16 detail slots; the four blocks they fill whole free their global tokens'
+    slots for four more, which go to the most novel cells elsewhere) unless focus=False."""
+    g = torch.Generator().manual_seed(3)
+    view = torch.randn(16, 32, generator=g)
+    block = blocks(*GRID, 4, 4)
+    features = view[block] + 0.01 * torch.randn(PATCHES, 32, generator=g)
+    far = [6, 7, 14, 15, 38, 39, 46, 47, 60, 61, 62, 63]  # outside the top-left 4x4 quadrant
+    features[far] = torch.randn(len(far), 32, generator=g)
+    visuals = Visuals(features[None], GRID, torch.zeros(1, 32), torch.zeros(3), LAYERS, torch.zeros(1, 3, 8, 8))
+    visuals.view, visuals.view_grid = view[None], (4, 4)
+    options = dict(keep=0.5, details="always", view="image", tokenizer=Said("In the top-left picture, what shape?"))
+    sel = Detail(DetailConfig(focus=focus, **options)).select(visuals)
+    detail = set(sel.cells[sel.sizes == 1].tolist())
+    quadrant = {r * GRID[1] + c for r in range(4) for c in range(4)}
+    assert sel.info["focus"] == ("top-left" if focus else "none")
+    if focus:
+        assert quadrant <= detail and len(detail - quadrant) == 4
+        assert detail - quadrant <= set(far)  # the rest of the budget still goes to the most novel cells
+    else:
+        assert set(far) <= detail
+
+
 def test_keep_one_with_details_is_the_unmodified_model_bit_for_bit_and_remove_restores_it():
     model = build()
     together, _ = pair()

@@ -9,6 +9,8 @@ import torch
 from tokenfunnel.ops.detail import (
     blocks,
     detail_reasons,
+    named_parts,
+    part_cells,
     pick_details,
     requires_details,
     salient,
@@ -102,3 +104,28 @@ def test_salient_picks_per_block_the_token_farthest_from_its_images_mean():
     # a flat image ties everywhere: the first cell of each block in raster order
     flat = torch.ones(8, 3)
     assert salient(flat, blocks(2, 4, 1, 2), 2, 1).tolist() == [0, 2]
+
+
+@pytest.mark.parametrize(
+    "question, parts",
+    [
+        ("In the top-left picture, what is the shape?", ["top-left"]),
+        ("what is in the Lower Right corner, and in the top left?", ["lower-right", "top-left"]),
+        ("what is on the right-hand side?", ["right side"]),
+        ("what colour is the bottom half?", ["bottom half"]),
+        ("what is left?", []),  # a lone direction word names no part
+        ("is the top shape red?", []),
+    ],
+)
+def test_named_parts_are_the_corners_and_halves_a_question_names(question, parts):
+    assert named_parts(question) == parts
+
+
+def test_part_cells_cover_the_named_corner_or_half_and_share_an_odd_middle():
+    grid = part_cells(["top-left"], 4, 4).view(4, 4).int().tolist()
+    assert grid == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert part_cells(["right side"], 3, 3).view(3, 3).int().tolist() == [[0, 1, 1]] * 3
+    both = part_cells(["top-left", "bottom-right"], 4, 4).view(4, 4)
+    assert both.sum() == 8 and both[0, 0] and both[3, 3] and not both[0, 3]
+    with pytest.raises(ValueError, match="names no part"):
+        part_cells(["middle"], 4, 4)

@@ -11,7 +11,8 @@ re-encoded small image loses most of the colour (keep 0.25: 0.63 against 0.79 po
 averaging loses some of it too (0.794 pooled against 0.867 salient), hence the default. Each global token covers a
 block of full-resolution cells; a cell's novelty is 1 - cosine between its own (detail) token and its block's global
 token. When the question needs details (``ops.detail.requires_details``: spatial or text words, a long question, a
-busy image), the most novel detail tokens fill the budget beside the global tokens; a global token whose block is kept
+busy image), the most novel detail tokens fill the budget beside the global tokens (those of the part of the
+picture the question names first, when it names one: ``ops.detail.named_parts``); a global token whose block is kept
 whole as detail is dropped and its slot goes to one more detail token. Each token takes the placeholder (so the
 position) of a cell: a detail token its own, a global token the free cell nearest its block's centre.
 
@@ -39,7 +40,9 @@ from tokenfunnel.ops.detail import (
     SPATIAL,
     blocks,
     detail_reasons,
+    named_parts,
     novelty,
+    part_cells,
     pick_details,
     salient,
     stand_ins,
@@ -74,6 +77,10 @@ class DetailConfig:
         always pictures of their own). "thumbnail": the tiles of one picture and, last, its thumbnail, which is the
         global view (reduced to the global grid when the budget is smaller), and detail tokens come from the tiles;
         "images": every image a picture with its own pooled global view (for prompts that hold several pictures).
+    focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"), the detail
+        tokens come from that part first, the most novel of it, and from the rest only once it is all kept; the
+        global view still covers the whole. On a tiling family's tiles, whose places the model is not told, it is
+        not applied (``report()["stage"]["focus"]`` says so per sample).
     words, max_words, edge_threshold, busy: the policy's spatial words, question length in words above which details
         are needed, Sobel threshold of an edge pixel, and edge density above which details are needed.
     image_mean, image_std: the processor's normalisation, undone to read the pixels (ImageNet's, the bundled VLM's).
@@ -86,6 +93,7 @@ class DetailConfig:
     global_grid: tuple[int, int] | None = None
     view: str = "salient"
     tiles: str = "thumbnail"
+    focus: bool = True
     words: tuple[str, ...] = SPATIAL
     max_words: int = 15
     edge_threshold: float = 0.2
@@ -198,6 +206,7 @@ class Detail(SelectStage):
         count = images * gh * gw
         total = self.budget(h, w, images)
         wanted, why, text = self.decide(v)
+        parts = named_parts(text) if wanted and self.config.focus else []
         x = v.features.flatten(0, 1)
         block = torch.cat([blocks(h, w, gh, gw, x.device) + f * gh * gw for f in range(images)])
         if self.config.view == "salient":
@@ -207,7 +216,10 @@ class Detail(SelectStage):
         if wanted and total >= x.shape[0]:  # every detail token fits: the full view alone, as the model has it
             taken = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         elif wanted:
-            taken = pick_details(novelty(x, g, block), block, count, total - count)
+            score = novelty(x, g, block)  # in [0, 2]: + 2 ranks every cell of a named part before the rest
+            if parts:
+                score = score + 2 * part_cells(parts, h, w, x.device).repeat(images)
+            taken = pick_details(score, block, count, total - count)
         else:
             taken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         at = stand_ins(block, taken, h, w, count)
@@ -225,6 +237,7 @@ class Detail(SelectStage):
             "global_tokens": int(kept.sum()),
             "global_grid": [gh, gw],
             "view": self.config.view,
+            "focus": ", ".join(parts) or "none",
             "budget": total,
             "question_text": text,
         }
@@ -268,6 +281,7 @@ class Detail(SelectStage):
             "global_tokens": count,
             "global_grid": [gh, gw],
             "view": "thumbnail",
+            "focus": "not applied to tiles" if wanted and c.focus and named_parts(text) else "none",
             "budget": total,
             "question_text": text,
         }

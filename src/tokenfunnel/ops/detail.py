@@ -1,5 +1,5 @@
-"""A global view and a detail view of one image: whether a question needs the details, which detail tokens add
-something the global view lacks, and which cell each kept token stands at.
+"""A global view and a detail view of one image: whether a question needs the details, which part of the picture it
+names, which detail tokens add something the global view lacks, and which cell each kept token stands at.
 
 The global view is an h' x w' grid of tokens, each covering a block of the h x w detail grid (the bins of
 ``ops.pool.bins``, as when the image is downsampled). A detail token's novelty is 1 - cosine with the global token
@@ -89,6 +89,41 @@ def requires_details(
     return bool(
         detail_reasons(image, question, words=words, max_words=max_words, edge_threshold=edge_threshold, busy=busy)
     )
+
+
+# The parts of a picture a question can name, as (rows, cols) halves: 0 the first half, 1 the second, None all
+_VERTICAL = {"top": 0, "upper": 0, "bottom": 1, "lower": 1}
+_HORIZONTAL = {"left": 0, "right": 1}
+_CORNER = re.compile(r"\b(top|upper|bottom|lower)[ -](left|right)\b")
+_HALF = re.compile(r"\b(top|upper|bottom|lower|left|right)(?:[ -]hand)? (half|side|part)\b")
+
+
+def named_parts(question: str) -> list[str]:
+    """The parts of the picture ``question`` names, in the order named: corners ("top-left", "lower right") and
+    halves ("left half", "bottom side", "right-hand part"). A lone "left" or "top" is not one ("what is left?")."""
+    lower = question.lower()
+    found = [(m.start(), f"{m[1]}-{m[2]}") for m in _CORNER.finditer(lower)]
+    corners = [range(m.start(), m.end()) for m in _CORNER.finditer(lower)]
+    found += [(m.start(), f"{m[1]} {m[2]}") for m in _HALF.finditer(lower) if not any(m.start() in c for c in corners)]
+    return list(dict.fromkeys(part for _, part in sorted(found)))
+
+
+def part_cells(parts: list[str], h: int, w: int, device=None) -> Tensor:
+    """(h*w,) bool: the cells of an h x w grid inside any of ``parts`` (as ``named_parts`` gives them); an odd side's
+    middle row or column belongs to both halves."""
+    r = torch.arange(h, device=device)[:, None].expand(h, w)
+    c = torch.arange(w, device=device)[None, :].expand(h, w)
+    inside = torch.zeros(h, w, dtype=torch.bool, device=device)
+    for part in parts:
+        words = re.findall(r"[a-z]+", part)
+        vertical = next((_VERTICAL[x] for x in words if x in _VERTICAL), None)
+        horizontal = next((_HORIZONTAL[x] for x in words if x in _HORIZONTAL), None)
+        if vertical is None and horizontal is None:
+            raise ValueError(f"{part!r} names no part of a picture; expected one of named_parts' answers")
+        rows = torch.ones_like(inside) if vertical is None else (2 * r < h) if vertical == 0 else (2 * r >= h - 1)
+        cols = torch.ones_like(inside) if horizontal is None else (2 * c < w) if horizontal == 0 else (2 * c >= w - 1)
+        inside |= rows & cols
+    return inside.flatten()
 
 
 def blocks(h: int, w: int, gh: int, gw: int, device=None) -> Tensor:
