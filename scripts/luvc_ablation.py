@@ -21,6 +21,7 @@ import torch
 import tokenfunnel
 from tokenfunnel.bench.models import fingerprint
 from tokenfunnel.bench.settings import Setting, resolved_options
+from tokenfunnel.cli import option_value
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import predict
 from tokenfunnel.methods.registry import processor_options
@@ -183,14 +184,7 @@ def _baseline(spec: str) -> tuple[str, dict]:
     pairs = [kv.split("=", 1) for kv in options.split(",") if kv]
     if any(len(kv) != 2 for kv in pairs):
         raise SystemExit(f"--baselines {spec!r}: options go as METHOD:NAME=VALUE,NAME=VALUE")
-    return method, {name: _value(text) for name, text in pairs}
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    return method, {name: option_value(text) for name, text in pairs}
 
 
 def _mean(hits) -> float:

@@ -165,11 +165,17 @@ def _method_options(method: str, pairs: list[str] | None) -> dict:
             fail(f"--option takes NAME=VALUE, got {pair!r} (e.g. --option view=image)")
         if name not in allowed:
             fail(f"{method} has no option {name!r}: choose one of {', '.join(allowed)}")
-        try:
-            options[name] = json.loads(text)
-        except json.JSONDecodeError:
-            options[name] = text
+        options[name] = option_value(text)
     return options
+
+
+def option_value(text: str):
+    """An option's value as given on a command line: JSON when it reads as JSON (numbers, true/false, [4, 4]), else
+    the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _compressing(model, processor, method: str, keep: float | None, options: dict):

@@ -102,9 +102,13 @@ def named_parts(question: str) -> list[str]:
     """The parts of the picture ``question`` names, in the order named: corners ("top-left", "lower right") and
     halves ("left half", "bottom side", "right-hand part"). A lone "left" or "top" is not one ("what is left?")."""
     lower = question.lower()
-    found = [(m.start(), f"{m[1]}-{m[2]}") for m in _CORNER.finditer(lower)]
-    corners = [range(m.start(), m.end()) for m in _CORNER.finditer(lower)]
-    found += [(m.start(), f"{m[1]} {m[2]}") for m in _HALF.finditer(lower) if not any(m.start() in c for c in corners)]
+    corners = list(_CORNER.finditer(lower))
+    found = [(m.start(), f"{m[1]}-{m[2]}") for m in corners]
+    found += [
+        (m.start(), f"{m[1]} {m[2]}")
+        for m in _HALF.finditer(lower)
+        if not any(c.start() <= m.start() < c.end() for c in corners)
+    ]
     return list(dict.fromkeys(part for _, part in sorted(found)))
 
 
