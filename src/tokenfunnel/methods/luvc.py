@@ -5,18 +5,19 @@ defaults are ours, chosen on the easy-VQA dev split (see the README's ablation t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from tokenfunnel.methods.common import check_keep, decoder_layers, oim_steps
 from tokenfunnel.ops.budget import SHAPES, cascade
+from tokenfunnel.ops.detail import named_parts, part_cells
 from tokenfunnel.ops.pool import cell_groups
-from tokenfunnel.ops.select import best_per_group
+from tokenfunnel.ops.select import best_per_group, gather_tokens, topk_in_order
 from tokenfunnel.ops.setmerge import fold_rest
 from tokenfunnel.ops.spectrum import highfreq_score
-from tokenfunnel.runtime.state import ScoreInput
+from tokenfunnel.runtime.state import ScoreInput, Selection, Visuals
 
 SPECTRA = ("2d", "1d", "channel")
 STAGES = ("auto", "llm", "encoder")
@@ -61,6 +62,14 @@ class LUVCConfig:
     coverage: share of each drop's kept tokens picked one per block of the image grid (as many blocks as that
         share of the count, each image's blocks a grid of its aspect): each block's highest-scoring token, so that
         every part of the picture keeps a token; the rest by score anywhere. 0 (the default) ranks by score alone.
+    focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"; see
+        ``ops.detail.named_parts``), the encoder-stage drop keeps that part's tokens before any other, by spectral
+        score within it; questions that name no part are ranked by score alone. The question is only known once the
+        prompt is, after the encoder has run (``generate()`` encodes the images first), so with focus the drop
+        runs between the projector and the language model instead, on the projected tokens (the same 1-D spectral
+        score, contextual tokens grouped by likeness of those tokens). LLaVA family, stage "auto" or "encoder" and
+        grid_keep=1 only; needs ``tokenizer``. ``report()["stage"]["focus"]`` gives the part used per sample.
+    tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
     keep: float = 0.25
@@ -78,9 +87,13 @@ class LUVCConfig:
     contextual: float | None = None
     coverage: float = 0.0
     stage: str = "auto"
+    focus: bool = False
+    tokenizer: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        if self.focus:
+            _check_focus(self)
         if self.grid_keep is not None and not 0 < self.grid_keep <= 1:
             raise ValueError(f"grid_keep must be in (0, 1] or None, got {self.grid_keep}")
         if not 0 <= self.encoder_start < 1:
@@ -107,6 +120,19 @@ class LUVCConfig:
             raise ValueError(f"coverage must be a share in [0, 1] of the tokens a drop keeps, got {self.coverage}")
 
 
+def _check_focus(config: LUVCConfig) -> None:
+    if config.tokenizer is None or not hasattr(config.tokenizer, "decode"):
+        raise ValueError(
+            "luvc's focus reads the question as text: pass the processor's tokenizer, "
+            "compress(model, 'luvc', focus=True, tokenizer=processor.tokenizer)"
+        )
+    if config.grid_keep != 1.0 or config.stage == "llm":
+        raise ValueError(
+            "luvc's focus drops tokens once, between the projector and the language model, on the whole grid: use it "
+            "with grid_keep=1 and stage='auto' or 'encoder' (the defaults)"
+        )
+
+
 def resolve_stage(config: LUVCConfig, family: str | None) -> tuple[str | None, float]:
     """(stage, contextual share) ``config`` runs with on a model of ``family``; the stage is None while the family
     is unknown (None) and "auto" depends on it."""
@@ -123,6 +149,14 @@ def resolve_stage(config: LUVCConfig, family: str | None) -> tuple[str | None, f
     return stage, ENCODER_CONTEXTUAL if stage == "encoder" else 0.0
 
 
+@dataclass(frozen=True)
+class LUVCFocusConfig(LUVCConfig):
+    """LUVC with ``focus=True`` (the ``luvc-focus`` preset): the tokens of the part of the picture the question names
+    go first; needs the processor's tokenizer."""
+
+    focus: bool = True
+
+
 class LUVC:
     name = "luvc"
 
@@ -134,6 +168,8 @@ class LUVC:
         self.stage, self.contextual = resolve_stage(config, None)
         # what the decoder calls instead of a plain top-k when dropped tokens are folded, None when they are not
         self.fold = None
+        # the drop between the projector and the language model (focus), None when the encoder drops
+        self.select = None
 
     def check(self, adapter) -> None:
         if self.config.stage == "encoder" and adapter.family != "llava":
@@ -141,9 +177,15 @@ class LUVC:
                 f"luvc's stage='encoder' runs on LLaVA-family models only (one language-model token per patch, which "
                 f"{adapter.family} does not have); use stage='llm' or 'auto' (the default) there"
             )
+        if self.config.focus and adapter.family != "llava":
+            raise ValueError(
+                f"luvc's focus runs on LLaVA-family models only ({adapter.family} is not one); use focus=False there, "
+                "or the detail method, whose focus also reads the question"
+            )
         self.layers = decoder_layers(adapter)
         self.stage, self.contextual = resolve_stage(self.config, adapter.family)
         self.fold = self._fold if self.contextual > 0 and self.stage == "llm" else None
+        self.select = self._select if self.config.focus else None
 
     def _grid_fraction(self) -> float:
         c = self.config
@@ -155,8 +197,14 @@ class LUVC:
             raise RuntimeError("luvc's stage='auto' ran before check() saw the model's family; this is a bug")
         if self.stage == "llm":
             return oim_steps(h, w, layers, self._grid_fraction(), c.encoder_start)
-        if c.keep == 1.0:
+        if c.keep == 1.0 or self.select is not None:
             return {}
+        dominant, contextual = self._split(h, w)
+        return {layers - 1: ("spu", (dominant, contextual, c.cutoff))}
+
+    def _split(self, h: int, w: int) -> tuple[int, int]:
+        """(dominant, contextual) tokens the encoder-stage drop keeps of an h x w grid."""
+        c = self.config
         if self.layers is None:
             raise RuntimeError("luvc's encoder stage ran before check() saw the model; this is a bug")
         # the tokens kept enter every decoder layer but, with final_zero, the last: so many that the mean is keep
@@ -165,7 +213,24 @@ class LUVC:
         if n < 1:
             raise ValueError(f"luvc cannot keep {c.keep} of a {h}x{w} grid: that is no token at all; ask for more")
         contextual = min(n - 1, round(self.contextual * n)) if n < h * w else 0
-        return {layers - 1: ("spu", (n - contextual, contextual, c.cutoff))}
+        return n - contextual, contextual
+
+    def _select(self, v: Visuals) -> Selection:
+        """The encoder-stage drop with focus, on each image's projected tokens (see ``LUVCConfig.focus``)."""
+        c = self.config
+        x = v.features
+        images, n = x.shape[:2]
+        (h, w), layers = v.grid, v.layers
+        text = c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True).strip()
+        parts = named_parts(text)
+        dominant, contextual = self._split(h, w) if c.keep < 1.0 else (n, 0)
+        first = part_cells(parts, h, w, x.device) if parts else None
+        idx, kept, sizes = spectral_drop(x, dominant, contextual, c.cutoff, first)
+        k = idx.numel()
+        cells = (idx + n * torch.arange(images, device=x.device)[:, None]).flatten()
+        counts = [k] * (layers - 1) + [0 if c.final_zero and c.keep < 1.0 else k]
+        info = {"focus": ", ".join(parts) or "none", "question_text": text}
+        return Selection(kept.flatten(0, 1), cells, sizes.flatten(), counts, info)
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
         c = self.config
@@ -200,6 +265,23 @@ class LUVC:
             best = best_per_group(scores, cell_groups(present, inputs.images, groups))
             scores = scores + best * (scores.max() - scores.min() + 1)
         return scores
+
+
+def spectral_drop(
+    x: Tensor, dominant: int, contextual: int, cutoff: float, first: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """LUVC's drop on tokens ``x`` (B, N, D) in sequence order: the ``dominant`` of highest 1-D spectral score stay
+    as they are, the rest are averaged onto ``contextual`` of them (grouped by likeness of ``x``, as VisionZip groups
+    its contextual tokens). ``first`` (N,) bool: tokens ranked before every other (in their own score order).
+    Returns (idx (B, k) ascending: the input token whose place each output takes, tokens (B, k, D), sizes (B, k))."""
+    scores = highfreq_score(x.float(), cutoff)
+    if first is not None:
+        scores = scores + first * (scores.max() - scores.min() + 1)
+    size = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+    if contextual:
+        return fold_rest(x, size, scores, x, dominant + contextual, contextual)
+    idx = topk_in_order(scores, dominant)
+    return idx, gather_tokens(x, idx), size[:, :dominant]
 
 
 def spectral_score(inputs: ScoreInput, cutoff: float) -> Tensor:

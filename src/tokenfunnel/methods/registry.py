@@ -11,7 +11,7 @@ from tokenfunnel.methods.downsample import Downsample, DownsampleConfig
 from tokenfunnel.methods.fastv import FastV, FastVConfig
 from tokenfunnel.methods.learned import Learned, LearnedConfig
 from tokenfunnel.methods.lod import LOD, LODConfig
-from tokenfunnel.methods.luvc import LUVC, LUVCConfig
+from tokenfunnel.methods.luvc import LUVC, LUVCConfig, LUVCFocusConfig
 from tokenfunnel.methods.pdrop import PDrop, PDropConfig
 from tokenfunnel.methods.pool import Pool, PoolConfig
 from tokenfunnel.methods.pvc import PVC, FrameMergeConfig, PVCConfig, TokenStaticConfig
@@ -22,6 +22,7 @@ from tokenfunnel.runtime.handle import Handle
 
 METHODS = {
     "luvc": (LUVCConfig, LUVC),
+    "luvc-focus": (LUVCFocusConfig, LUVC),  # the question's named part first (reads the question: tokenizer)
     "fastv": (FastVConfig, FastV),
     "pdrop": (PDropConfig, PDrop),
     "dart": (DARTConfig, DART),
