@@ -88,11 +88,11 @@ bench-single: setup
 	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-single benchmarks
 	cp runs/bench-single/pareto.png benchmarks/pareto_easyvqa.png
 
-# LUVC as it ships against uncompressed, on the test mosaics of make bench and the single test images of make
-# bench-single (same questions, seed and timing), in sweeps named luvc beside those two (~25 min on 2 CPU cores):
-# the quick way to refresh LUVC's rows when its defaults change without rerunning every method
+# LUVC as it ships against uncompressed, on the test mosaics of make bench (with luvc-focus, which reads the question,
+# beside it) and the single test images of make bench-single (same questions, seed and timing), in sweeps named luvc
+# beside those two (~40 min on 2 CPU cores): the quick way to refresh LUVC's rows without rerunning every method
 bench-luvc: setup
-	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods luvc --keep 0.5,0.25,0.11 \
+	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods luvc,luvc-focus --keep 0.5,0.25,0.11 \
 		--samples 200 --seed 0 --timing-samples 8 --repeats 3 --threads 2 --out runs/bench-luvc-grid
 	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-luvc-grid benchmarks --name luvc
 	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa --methods luvc --keep 0.25,0.11 \

@@ -5,7 +5,8 @@
 
 Each row: one LUVC option changed from the defaults at one keep, its accuracy on dev mosaics (or single images) and
 its agreement with the uncompressed model's answers on the same questions (a paired, less noisy signal); baseline
-rows (random by default) put the variants in context on the same questions. Resumable:
+rows (random by default) put the variants in context on the same questions; a method whose budget follows the input
+(difficulty) is measured once, with keep null and its realised keep. Resumable:
 rows already in the output file are skipped, provided it was measured on the same set and weights (else refused).
 """
 
@@ -24,7 +25,7 @@ from tokenfunnel.bench.settings import Setting, resolved_options
 from tokenfunnel.cli import option_value
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import predict
-from tokenfunnel.methods.registry import processor_options
+from tokenfunnel.methods.registry import processor_options, takes_keep
 
 # Each variant changes options of the first design (the defaults until the v2 single-image ablation), so rows
 # measured before the defaults changed still mean what their names say; "current defaults" is LUVC as it ships.
@@ -149,8 +150,11 @@ def main() -> None:
         print(json.dumps(base), flush=True)
     runs = [(name, "luvc", {} if name == CURRENT else {**FIRST_DESIGN, **VARIANTS[name]}) for name in args.variants]
     runs += [(f"baseline: {spec}", *_baseline(spec)) for spec in args.baselines]
-    for keep in args.keep:
+    for i, asked in enumerate(args.keep):
         for name, method, options in runs:
+            keep = asked if takes_keep(method) else None  # a budget that follows the input: measured once
+            if keep is None and i > 0:
+                continue
             resolved = resolved_options(Setting(method, keep), processor, options)
             if measured.get((name, keep)) == resolved:
                 continue

@@ -85,6 +85,21 @@ def test_the_tier_follows_the_image_and_the_question():
         assert counts == sorted(counts, reverse=True) and counts[0] <= 1.5 * report["stage"]["budget"][0]
 
 
+@pytest.mark.parametrize("schedule", ["held", "cascade"])
+def test_held_takes_the_tokens_to_the_budget_at_every_layer_and_cascade_empties_the_last(schedule):
+    model = build()
+    with tokenfunnel.compress(model, "difficulty", tokenizer=Words(), schedule=schedule) as handle:
+        logits(model, sample(*HARD))
+        report = handle.report()
+    budget = report["stage"]["budget"][0]
+    counts = report["llm_visual_tokens"]
+    if schedule == "held":  # LUVC's drop as it ships: exactly the budget, the last layer included
+        assert counts == [budget] * LAYERS and report["keep"] == pytest.approx(budget / PATCHES, abs=1e-6)
+        assert report["stage"]["steps"][0][-1] == "spu"
+    else:
+        assert counts[-1] == 0 and counts[0] > budget and "spu" not in report["stage"]["steps"][0]
+
+
 def test_a_batch_of_different_tiers_equals_each_sample_alone():
     model = build()
     alone = [sample(*EASY), sample(*HARD)]
@@ -105,7 +120,7 @@ def test_random_prompts_batch_like_single_runs_and_remove_restores_the_model():
     samples = [sample_ids(SHORT), sample_ids(LONG, seed=1)]
     both = batch(samples)
     ref = logits(model, both)
-    with tokenfunnel.compress(model, "difficulty", tokenizer=Words(), cascade=False) as handle:
+    with tokenfunnel.compress(model, "difficulty", tokenizer=Words(), schedule="none") as handle:
         out = logits(model, both)
         report = handle.report()
         for row, s in enumerate(samples):
@@ -128,6 +143,7 @@ def test_random_prompts_batch_like_single_runs_and_remove_restores_the_model():
         (dict(tokenizer=Words(), bounds=(0.6, 0.3, 0.85)), "bounds must increase"),
         (dict(tokenizer=Words(), merge_keep=1.0), "merge_keep must be"),
         (dict(tokenizer=Words(), keep=0.25), "takes no keep"),
+        (dict(tokenizer=Words(), schedule="flat"), "schedule must be one of"),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_patched(options, message):
@@ -153,8 +169,9 @@ def test_bench_settings_hand_the_processor_tokenizer_to_methods_that_read_the_qu
     from tokenfunnel.bench.settings import Setting, refusal
     from tokenfunnel.methods.registry import processor_options, reads_question
 
-    assert reads_question("difficulty") and not reads_question("luvc")
-    assert processor_options("luvc", Processor()) == {} and "tokenizer" in processor_options("difficulty", Processor())
+    assert reads_question("difficulty") and reads_question("luvc") and not reads_question("random")  # luvc: focus
+    assert processor_options("random", Processor()) == {}
+    assert "tokenizer" in processor_options("difficulty", Processor())
     model = build()
     setting = Setting("difficulty", None)
     assert refusal(model, setting, Processor()) is None
@@ -177,4 +194,4 @@ def test_the_processor_image_normalisation_reaches_the_methods_that_read_pixels(
         options = processor_options(method, siglip)
         assert options["image_mean"] == options["image_std"] == (0.5, 0.5, 0.5)
     assert processor_options("lod", siglip) == {}  # lod reads neither pixels nor the question as text
-    assert processor_options("luvc", siglip) == {}
+    assert processor_options("random", siglip) == {}

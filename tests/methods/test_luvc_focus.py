@@ -56,7 +56,7 @@ def test_keep_one_is_exact_and_a_padded_batch_equals_its_samples():
     assert report["stage"]["focus"] == ["top-left", "top-left"]
 
 
-def test_the_named_quarter_is_kept_whole_and_otherwise_the_spectral_top_k_of_the_projected_tokens():
+def test_the_named_quarter_is_kept_whole_and_otherwise_the_encoder_outputs_spectral_top_k():
     model = build()
     inputs = prompt()
     said = Said("In the top-left picture, is there a circle?")
@@ -64,8 +64,9 @@ def test_the_named_quarter_is_kept_whole_and_otherwise_the_spectral_top_k_of_the
         logits(model, inputs)
         assert kept_cells(handle.report()) == QUARTER  # 16 tokens: the quarter's 16 cells, nothing else
     with torch.no_grad():
-        projected = LlavaAdapter(model).image_features(inputs["pixel_values"])
-    expect = set(highfreq_score(projected.float(), 0.5)[0].topk(16).indices.tolist())
+        out = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True)
+    feeding = out.hidden_states[model.config.vision_feature_layer][:, 1:]  # what the projector reads
+    expect = set(highfreq_score(feeding.float(), 0.5)[0].topk(16).indices.tolist())
     assert expect != QUARTER
     with tokenfunnel.compress(model, "luvc", keep=0.25, focus=True, contextual=0, tokenizer=Said("Is it red?")) as h:
         logits(model, inputs)
@@ -76,19 +77,28 @@ def test_the_named_quarter_is_kept_whole_and_otherwise_the_spectral_top_k_of_the
         assert kept_cells(handle.report()) < QUARTER
 
 
-def test_contextual_tokens_hold_the_cells_left_out():
+@pytest.mark.parametrize("question", ["What is it?", "What is top-left?"])
+def test_contextual_tokens_hold_the_cells_left_out_unless_a_part_is_named(question):
     model = build()
-    plan = LUVC(LUVCConfig(keep=0.25, focus=True, tokenizer=Said("What is top-left?")))
+    plan = LUVC(LUVCConfig(keep=0.25, focus=True, tokenizer=Said(question)))
     plan.check(LlavaAdapter(model))
     g = torch.Generator().manual_seed(0)
     features = torch.randn(1, PATCHES, 32, generator=g)
-    sel = plan.select(Visuals(features, GRID, torch.zeros(1, 32), torch.zeros(3), LAYERS))
-    contextual = round(ENCODER_CONTEXTUAL * 16)  # 2 of the 16 tokens
-    assert len(sel.cells) == 16 and int(sel.sizes.sum()) == PATCHES and sel.counts == [16] * LAYERS
-    assert int((sel.sizes > 1).sum()) <= contextual and set(sel.cells[sel.sizes == 1].tolist()) < QUARTER
+    scores, metric = torch.rand(1, PATCHES, generator=g), torch.randn(1, PATCHES, 8, generator=g)
+    visuals = Visuals(features, GRID, torch.zeros(1, 32), torch.zeros(3), LAYERS, scores=scores, metric=metric)
+    sel = plan.select(visuals)
+    named = "top-left" in question
+    contextual = 0 if named else round(ENCODER_CONTEXTUAL * 16)  # 2 of the 16 tokens without a named part
+    assert len(sel.cells) == 16 and sel.counts == [16] * LAYERS
+    assert int(sel.sizes.sum()) == (16 if named else PATCHES)  # dropped, or averaged into the contextual tokens
+    alone = sel.cells[sel.sizes == 1]
     for cell, token, size in zip(sel.cells.tolist(), sel.features, sel.sizes.tolist(), strict=True):
         if size == 1:  # a token kept as it is, bit for bit
             assert torch.equal(token, features[0, cell])
+    inside = torch.isin(torch.arange(PATCHES), torch.tensor(sorted(QUARTER)))
+    top = scores[0].masked_fill(~inside, -1) if named else scores[0]
+    dominant = set(top.topk(16 - contextual).indices.tolist())
+    assert dominant <= set(alone.tolist()) and int((sel.sizes > 1).sum()) <= contextual
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ def inputs():
         (("luvc",), dict(keep=0), ValueError, "keep must be in"),
         (("luvc",), dict(keep=-0.5), ValueError, "keep must be in"),
         (("luvc",), dict(keep=1.5), ValueError, "keep must be in"),
-        (("fastvv",), dict(keep=0.25), ValueError, "unknown method .fastvv.; available: luvc, fastv"),
+        (("fastvv",), dict(keep=0.25), ValueError, "unknown method .fastvv.; available: luvc, luvc-focus, fastv"),
         (("luvc",), dict(keep=0.25, ratio=2), TypeError, "luvc has no option ratio"),
         (("luvc",), dict(keep=0.25, shape="cubic"), ValueError, "shape must be one of"),
         ((LUVCConfig(keep=0.25),), dict(keep=0.5), TypeError, "not both"),

@@ -174,8 +174,13 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
         pixels = None if run.pixels is None else run.pixels[i * count : (i + 1) * count]
         view = None if views is None else views[i * count : (i + 1) * count]
         ids = input_ids[i, q]
+        scored = {
+            name: getattr(run, name)[i * count : (i + 1) * count]
+            for name in ("scores", "metric")
+            if getattr(run, name) is not None
+        }
         sel: Selection = rt.plan.select(
-            Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid, thumbnail)
+            Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid, thumbnail, **scored)
         )
         picks.append(frames.Placed(at[i, sel.cells], sel.features, sel.cells))
         chosen.append(sel)

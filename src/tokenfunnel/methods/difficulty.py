@@ -3,9 +3,10 @@
 Difficulty in [0, 1] = 0.6 image + 0.4 question (see ``tokenfunnel.ops.difficulty``); tiers easy < 0.3, medium
 < 0.6, hard < 0.85, very hard get 64 / 144 / 256 / 400 tokens for a 576-token input, scaled to the input. Between
 the projector and the language model the tokens are brought within 1.5x of the budget (bipartite merges while more
-than 2x over, spectral pruning while more than 1.5x over, then near-duplicates folded); LUVC's cascade then prunes
-inside the language model so the mean count over its layers is the budget. The budget is the realised keep times
-the input's tokens, so ``keep`` is not an option; ``handle.report()`` gives it per sample.
+than 2x over, spectral pruning while more than 1.5x over, then near-duplicates folded); then, by default, LUVC's
+drop as it ships (1-D spectral score, a share of the kept tokens contextual) takes them to the budget, held through
+every decoder layer (``schedule``). The budget is the realised keep times the input's tokens, so ``keep`` is not
+an option; ``handle.report()`` gives it per sample.
 
 The question is read as text, so the config needs the processor's tokenizer. The weights are the design's
 starting point; fitting them on a dev split is a later step.
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tokenfunnel.methods.common import SelectStage
-from tokenfunnel.methods.luvc import grid_scores, spectral_score
+from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, grid_scores, spectral_drop, spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.difficulty import (
     Weights,
@@ -38,6 +39,8 @@ from tokenfunnel.runtime.state import ScoreInput, Selection, Visuals
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TIER_NAMES = ("easy", "medium", "hard", "very hard")
+SCHEDULES = ("held", "cascade", "none")
+REDUCTIONS = ("steps", "none")
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,17 @@ class DifficultyConfig:
     bounds: difficulty below bounds[i] falls in tier i, else in the last tier.
     budgets: mean visual tokens per decoder layer of each tier, for an input of ``reference`` tokens (scaled to
         the input); they must increase and fit in ``reference``.
-    merge_keep, prune_keep, duplicate: the reduction steps (see ``tokenfunnel.ops.difficulty.reduce_to``).
-    cascade: prune inside the language model down to the budget (False: the reduced set at every layer).
-    cutoff: low-pass cutoff of the spectral score used to prune, before and inside the language model.
+    reduction: how the tokens get near the budget. "steps" (the design's): merges while more than 2x over, pruning
+        while more than 1.5x over, then near-duplicates folded (``merge_keep``, ``prune_keep``, ``duplicate``; see
+        ``tokenfunnel.ops.difficulty.reduce_to``). "none": straight to ``schedule`` (with "held", LUVC's drop
+        from the full set to the budget: LUVC at a keep chosen per sample).
+    merge_keep, prune_keep, duplicate: the reduction steps.
+    schedule: what follows the reduction. "held" (the default, chosen on the dev split: README): LUVC's drop as it
+        ships brings the tokens to the budget before the language model (1-D spectral score, ``ENCODER_CONTEXTUAL``
+        of them contextual tokens) and every decoder layer sees them; "cascade": LUVC's first design, a linear
+        cascade falling to none at the last layer, ranked by the 2-D spectral score, with the budget as its mean;
+        "none": the reduced set (up to 1.5x the budget) at every layer.
+    cutoff: low-pass cutoff of the spectral scores used to prune, before and inside the language model.
     image_mean, image_std: the processor's normalisation, undone to read the pixels (ImageNet's, the bundled VLM's).
     edge_threshold: Sobel magnitude (a unit step gives 1) above which a pixel is an edge.
     """
@@ -64,7 +75,8 @@ class DifficultyConfig:
     merge_keep: float = 0.7
     prune_keep: float = 0.8
     duplicate: float = 0.95
-    cascade: bool = True
+    reduction: str = "steps"
+    schedule: str = "held"
     cutoff: float = 0.5
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
@@ -95,6 +107,10 @@ class DifficultyConfig:
             raise ValueError(f"duplicate must be a cosine in [0, 1], got {self.duplicate}")
         if not 0 < self.cutoff <= 1:
             raise ValueError(f"cutoff must be in (0, 1], got {self.cutoff}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError("image_mean and image_std are the processor's three per-channel values (std > 0)")
 
@@ -136,9 +152,18 @@ class Difficulty(SelectStage):
         def spectral(tokens: Tensor, at: Tensor) -> Tensor:
             return grid_scores(tokens[None].float(), at[None], grids, c.cutoff)[0]
 
-        reduced = reduce_to(x, cells, budget, spectral, c.merge_keep, c.prune_keep, c.duplicate)
-        k = reduced.features.shape[0]
-        if c.cascade and k > budget:
+        if c.reduction == "steps":
+            reduced = reduce_to(x, cells, budget, spectral, c.merge_keep, c.prune_keep, c.duplicate)
+            features, cells, sizes, steps = reduced.features, reduced.cells, reduced.sizes, list(reduced.steps)
+        else:
+            features, sizes, steps = x, torch.ones_like(cells), []
+        k = features.shape[0]
+        if c.schedule == "held" and k > budget:
+            contextual = min(budget - 1, round(ENCODER_CONTEXTUAL * budget))
+            idx, kept, held = spectral_drop(features[None], budget - contextual, contextual, c.cutoff, size=sizes[None])
+            features, cells, sizes, k = kept[0], cells[idx[0]], held[0], budget
+            steps.append("spu")
+        if c.schedule == "cascade" and k > budget:
             # the mean count is the budget where the cascade can reach it (it ends at zero, so from k tokens
             # at most k (L-1)/L on average)
             counts = cascade(k, v.layers, min(budget, k * (v.layers - 1) / v.layers))
@@ -150,11 +175,11 @@ class Difficulty(SelectStage):
             "question": round(question, 4),
             "tier": TIER_NAMES[tier] if len(c.budgets) == len(TIER_NAMES) else tier,
             "budget": budget,
-            "steps": reduced.steps,
+            "steps": steps,
             "question_text": text,
             "signals": {key: round(float(val), 4) for key, val in signals.items()},
         }
-        return Selection(reduced.features, reduced.cells, reduced.sizes, counts, info)
+        return Selection(features, cells, sizes, counts, info)
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
         raise RuntimeError("difficulty's counts are chosen per sample by its select stage")  # the layout carries them

@@ -64,11 +64,13 @@ class LUVCConfig:
         every part of the picture keeps a token; the rest by score anywhere. 0 (the default) ranks by score alone.
     focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"; see
         ``ops.detail.named_parts``), the encoder-stage drop keeps that part's tokens before any other, by spectral
-        score within it; questions that name no part are ranked by score alone. The question is only known once the
-        prompt is, after the encoder has run (``generate()`` encodes the images first), so with focus the drop
-        runs between the projector and the language model instead, on the projected tokens (the same 1-D spectral
-        score, contextual tokens grouped by likeness of those tokens). LLaVA family, stage "auto" or "encoder" and
-        grid_keep=1 only; needs ``tokenizer``. ``report()["stage"]["focus"]`` gives the part used per sample.
+        score within it, and (unless ``contextual`` is given) with no contextual tokens; questions that name no
+        part are ranked by score alone, as without focus. The question is only known once the
+        prompt is, after the encoder has run (``generate()`` encodes the images first), so with focus the encoder's
+        last layer only scores the patches (the same 1-D spectral score and keys as the encoder stage) and the drop
+        runs between the projector and the language model, where the contextual tokens average projected tokens.
+        LLaVA family, stage "auto" or "encoder" and grid_keep=1 only; needs ``tokenizer``.
+        ``report()["stage"]["focus"]`` gives the part used per sample.
     tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
@@ -197,13 +199,15 @@ class LUVC:
             raise RuntimeError("luvc's stage='auto' ran before check() saw the model's family; this is a bug")
         if self.stage == "llm":
             return oim_steps(h, w, layers, self._grid_fraction(), c.encoder_start)
-        if c.keep == 1.0 or self.select is not None:
+        if c.keep == 1.0:
             return {}
-        dominant, contextual = self._split(h, w)
+        if self.select is not None:  # score what the encoder's last layer gives; the drop waits for the question
+            return {layers - 1: ("score", c.cutoff)}
+        dominant, contextual = self._split(h, w, self.contextual)
         return {layers - 1: ("spu", (dominant, contextual, c.cutoff))}
 
-    def _split(self, h: int, w: int) -> tuple[int, int]:
-        """(dominant, contextual) tokens the encoder-stage drop keeps of an h x w grid."""
+    def _split(self, h: int, w: int, context: float) -> tuple[int, int]:
+        """(dominant, contextual) tokens the encoder-stage drop keeps of an h x w grid, ``context`` the latter share."""
         c = self.config
         if self.layers is None:
             raise RuntimeError("luvc's encoder stage ran before check() saw the model; this is a bug")
@@ -212,20 +216,25 @@ class LUVC:
         n = min(h * w, round(share * h * w))
         if n < 1:
             raise ValueError(f"luvc cannot keep {c.keep} of a {h}x{w} grid: that is no token at all; ask for more")
-        contextual = min(n - 1, round(self.contextual * n)) if n < h * w else 0
+        contextual = min(n - 1, round(context * n)) if n < h * w else 0
         return n - contextual, contextual
 
     def _select(self, v: Visuals) -> Selection:
-        """The encoder-stage drop with focus, on each image's projected tokens (see ``LUVCConfig.focus``)."""
+        """The encoder-stage drop with focus, on each image's projected tokens, by the encoder's scores (see
+        ``LUVCConfig.focus``)."""
         c = self.config
         x = v.features
         images, n = x.shape[:2]
         (h, w), layers = v.grid, v.layers
         text = c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True).strip()
         parts = named_parts(text)
-        dominant, contextual = self._split(h, w) if c.keep < 1.0 else (n, 0)
+        # a named part keeps its own tokens whole: averaging the rest of the picture in measured worse (README)
+        context = 0.0 if parts and c.contextual is None else self.contextual
+        dominant, contextual = self._split(h, w, context) if c.keep < 1.0 else (n, 0)
         first = part_cells(parts, h, w, x.device) if parts else None
-        idx, kept, sizes = spectral_drop(x, dominant, contextual, c.cutoff, first)
+        if c.keep < 1.0 and (v.scores is None or v.metric is None):
+            raise RuntimeError("luvc's focus got no encoder scores from the runtime; this is a bug")
+        idx, kept, sizes = spectral_drop(x, dominant, contextual, c.cutoff, first, scores=v.scores, metric=v.metric)
         k = idx.numel()
         cells = (idx + n * torch.arange(images, device=x.device)[:, None]).flatten()
         counts = [k] * (layers - 1) + [0 if c.final_zero and c.keep < 1.0 else k]
@@ -268,20 +277,31 @@ class LUVC:
 
 
 def spectral_drop(
-    x: Tensor, dominant: int, contextual: int, cutoff: float, first: Tensor | None = None
+    x: Tensor,
+    dominant: int,
+    contextual: int,
+    cutoff: float,
+    first: Tensor | None = None,
+    size: Tensor | None = None,
+    scores: Tensor | None = None,
+    metric: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """LUVC's drop on tokens ``x`` (B, N, D) in sequence order: the ``dominant`` of highest 1-D spectral score stay
-    as they are, the rest are averaged onto ``contextual`` of them (grouped by likeness of ``x``, as VisionZip groups
-    its contextual tokens). ``first`` (N,) bool: tokens ranked before every other (in their own score order).
+    as they are, the rest are averaged onto ``contextual`` of them (grouped by likeness, as VisionZip groups its
+    contextual tokens; weighted by ``size`` (B, N), the inputs each token already holds, default 1).
+    ``scores`` (B, N) and ``metric`` (B, N, d): the scores and the features likeness is read from, when they come
+    from elsewhere (the encoder's "score" step); default: those of ``x``.
+    ``first`` (N,) bool: tokens ranked before every other (in their own score order).
     Returns (idx (B, k) ascending: the input token whose place each output takes, tokens (B, k, D), sizes (B, k))."""
-    scores = highfreq_score(x.float(), cutoff)
+    scores = highfreq_score(x.float(), cutoff) if scores is None else scores.float()
     if first is not None:
         scores = scores + first * (scores.max() - scores.min() + 1)
-    size = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+    if size is None:
+        size = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
     if contextual:
-        return fold_rest(x, size, scores, x, dominant + contextual, contextual)
+        return fold_rest(x, size, scores, x if metric is None else metric, dominant + contextual, contextual)
     idx = topk_in_order(scores, dominant)
-    return idx, gather_tokens(x, idx), size[:, :dominant]
+    return idx, gather_tokens(x, idx), size.gather(1, idx)
 
 
 def spectral_score(inputs: ScoreInput, cutoff: float) -> Tensor:

@@ -6,7 +6,8 @@ Steps (``EncoderRun.steps``: layer -> (kind, argument)):
 - after the layer: "pool" (average the grid into th x tw bins), "zip" (VisionZip: dominant tokens by the
   attention the class token pays them, the rest merged into contextual tokens) and "spu" (LUVC's spectral score of
   the layer's output, attention-free: the highest-scoring tokens stay, the rest are dropped or merged into
-  contextual tokens as VisionZip's are).
+  contextual tokens as VisionZip's are) and "score" (the same score and the keys, kept on the run for a later drop;
+  the tokens pass unchanged).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.state import EncoderRun
 
 MID = ("cols", "rows", "tome")
-AFTER = ("pool", "zip", "spu")
+AFTER = ("pool", "zip", "spu", "score")
 
 
 def start_run(
@@ -61,6 +62,8 @@ def final_grid(h: int, w: int, steps: dict[int, tuple[str, object]]) -> tuple[in
             h, w = arg
         elif kind == "spu":
             h, w = 1, arg[0] + arg[1]
+        elif kind == "score":
+            continue
         else:
             h, w = 1, sum(arg)
     return h, w
@@ -149,6 +152,11 @@ def _set_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module, befo
 
 def merge_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module | None = None, before=None) -> Tensor:
     """Apply one step to ``x`` (I, prefix + n, C) and update the run; ``before`` is the layer's input (for keys)."""
+    if kind == "score":
+        p = run.prefix
+        run.scores = highfreq_score(x[:, p:].float(), arg)
+        run.metric = query_keys(layer, before, 0)[1][:, :, p:].mean(dim=1)
+        return x
     if kind in ("cols", "rows", "pool"):
         if run.cells is not None:
             raise ValueError(f"a {kind!r} step needs a grid, but an earlier merge made the tokens a set")

@@ -30,6 +30,10 @@ class EncoderRun:
     # only bound it
     owner: Tensor | None = None
     pixels: Tensor | None = None  # the images the tower was given, kept only for plans that read them (needs_pixels)
+    # a "score" step's output: (I, n) LUVC's spectral score of each patch and (I, n, d) its head-averaged keys, for
+    # a select stage that drops later (when the question is known) by what the encoder saw
+    scores: Tensor | None = None
+    metric: Tensor | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -78,6 +82,9 @@ class Visuals:
     # tiling families (Idefics3/SmolVLM, InternVL) with several images in the sample: the last is a downscaled
     # thumbnail of the whole picture and the others its tiles, in an order the model is not told the layout of
     thumbnail: bool = False
+    # (F, n) and (F, n, d): each image's patch scores and keys from the encoder's "score" step, when the plan has one
+    scores: Tensor | None = None
+    metric: Tensor | None = None
 
 
 @dataclass
