@@ -100,6 +100,25 @@ def test_held_takes_the_tokens_to_the_budget_at_every_layer_and_cascade_empties_
         assert counts[-1] == 0 and counts[0] > budget and "spu" not in report["stage"]["steps"][0]
 
 
+def test_reduction_spu_is_luvcs_drop_at_the_tier_budget_scored_by_the_encoder():
+    from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL
+    from tokenfunnel.ops.spectrum import highfreq_score
+
+    model = build()
+    inputs = sample(*HARD)
+    with tokenfunnel.compress(model, "difficulty", tokenizer=Words(), reduction="spu") as handle:
+        logits(model, inputs)
+        report = handle.report()
+    budget = report["stage"]["budget"][0]
+    assert report["llm_visual_tokens"] == [budget] * LAYERS and report["stage"]["steps"] == [["spu"]]
+    with torch.no_grad():
+        out = model.model.vision_tower(inputs["pixel_values"], output_hidden_states=True)
+    feeding = out.hidden_states[model.config.vision_feature_layer][:, 1:]  # what the projector reads
+    dominant = budget - round(ENCODER_CONTEXTUAL * budget)
+    top = set(highfreq_score(feeding.float(), 0.5)[0].topk(dominant).indices.tolist())
+    assert top <= set(report["kept"][0][0])
+
+
 def test_a_batch_of_different_tiers_equals_each_sample_alone():
     model = build()
     alone = [sample(*EASY), sample(*HARD)]

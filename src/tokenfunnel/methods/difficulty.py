@@ -2,10 +2,11 @@
 
 Difficulty in [0, 1] = 0.6 image + 0.4 question (see ``tokenfunnel.ops.difficulty``); tiers easy < 0.3, medium
 < 0.6, hard < 0.85, very hard get 64 / 144 / 256 / 400 tokens for a 576-token input, scaled to the input. Between
-the projector and the language model the tokens are brought within 1.5x of the budget (bipartite merges while more
-than 2x over, spectral pruning while more than 1.5x over, then near-duplicates folded); then, by default, LUVC's
-drop as it ships (1-D spectral score, a share of the kept tokens contextual) takes them to the budget, held through
-every decoder layer (``schedule``). The budget is the realised keep times the input's tokens, so ``keep`` is not
+the projector and the language model LUVC's drop as it ships (1-D spectral score of the encoder's output, a share
+of the kept tokens contextual) takes the tokens to the budget, held through every decoder layer. The design's
+reduction (bipartite merges while more than 2x over, spectral pruning while more than 1.5x over, near-duplicates
+folded, then a cascade inside the language model) is an option (``reduction``, ``schedule``): it measured lower on
+dev mosaics. The budget is the realised keep times the input's tokens, so ``keep`` is not
 an option; ``handle.report()`` gives it per sample.
 
 The question is read as text, so the config needs the processor's tokenizer. The weights are the design's
@@ -40,7 +41,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TIER_NAMES = ("easy", "medium", "hard", "very hard")
 SCHEDULES = ("held", "cascade", "none")
-REDUCTIONS = ("steps", "none")
+REDUCTIONS = ("steps", "spu")
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,13 @@ class DifficultyConfig:
     bounds: difficulty below bounds[i] falls in tier i, else in the last tier.
     budgets: mean visual tokens per decoder layer of each tier, for an input of ``reference`` tokens (scaled to
         the input); they must increase and fit in ``reference``.
-    reduction: how the tokens get near the budget. "steps" (the design's): merges while more than 2x over, pruning
-        while more than 1.5x over, then near-duplicates folded (``merge_keep``, ``prune_keep``, ``duplicate``; see
-        ``tokenfunnel.ops.difficulty.reduce_to``). "none": straight to ``schedule`` (with "held", LUVC's drop
-        from the full set to the budget: LUVC at a keep chosen per sample).
-    merge_keep, prune_keep, duplicate: the reduction steps.
+    reduction: how the tokens get near the budget. "spu" (the default, chosen on the dev split: README): none of
+        the steps below, the whole set goes to ``schedule`` (with "held", LUVC's drop as it ships from the full set
+        to the budget: LUVC at a keep chosen per sample, scored by the encoder's last layer on the LLaVA family, by
+        the projected tokens on pixel-shuffle families). "steps" (the design's): merges while more than 2x over,
+        pruning while more than 1.5x over, then near-duplicates folded (``merge_keep``, ``prune_keep``,
+        ``duplicate``; see ``tokenfunnel.ops.difficulty.reduce_to``).
+    merge_keep, prune_keep, duplicate: the reduction steps (with reduction="steps").
     schedule: what follows the reduction. "held" (the default, chosen on the dev split: README): LUVC's drop as it
         ships brings the tokens to the budget before the language model (1-D spectral score, ``ENCODER_CONTEXTUAL``
         of them contextual tokens) and every decoder layer sees them; "cascade": LUVC's first design, a linear
@@ -75,7 +78,7 @@ class DifficultyConfig:
     merge_keep: float = 0.7
     prune_keep: float = 0.8
     duplicate: float = 0.95
-    reduction: str = "steps"
+    reduction: str = "spu"
     schedule: str = "held"
     cutoff: float = 0.5
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -121,6 +124,15 @@ class Difficulty(SelectStage):
 
     def __init__(self, config: DifficultyConfig) -> None:
         self.config = config
+        self.encoder_scores = False  # whether the encoder's last layer scores the patches (set by check)
+
+    def check(self, adapter) -> None:
+        super().check(adapter)
+        # one token per patch: the encoder's scores rank the projected tokens (pixel shuffle would mix four)
+        self.encoder_scores = self.config.reduction == "spu" and adapter.scale == 1
+
+    def encoder_steps(self, h: int, w: int, layers: int) -> dict[int, tuple[str, float]]:
+        return {layers - 1: ("score", self.config.cutoff)} if self.encoder_scores else {}
 
     def signals(self, pixels: Tensor, question: str) -> dict[str, float]:
         """The image signals (averaged over a sample's images) and the question's."""
@@ -157,10 +169,15 @@ class Difficulty(SelectStage):
             features, cells, sizes, steps = reduced.features, reduced.cells, reduced.sizes, list(reduced.steps)
         else:
             features, sizes, steps = x, torch.ones_like(cells), []
+        scored = {}
+        if c.reduction == "spu" and v.scores is not None and v.metric is not None:
+            scored = {"scores": v.scores.flatten()[None], "metric": v.metric.flatten(0, 1)[None]}
         k = features.shape[0]
         if c.schedule == "held" and k > budget:
             contextual = min(budget - 1, round(ENCODER_CONTEXTUAL * budget))
-            idx, kept, held = spectral_drop(features[None], budget - contextual, contextual, c.cutoff, size=sizes[None])
+            idx, kept, held = spectral_drop(
+                features[None], budget - contextual, contextual, c.cutoff, size=sizes[None], **scored
+            )
             features, cells, sizes, k = kept[0], cells[idx[0]], held[0], budget
             steps.append("spu")
         if c.schedule == "cascade" and k > budget:
