@@ -90,7 +90,7 @@ bench-single: setup
 
 # LUVC as it ships against uncompressed, on the test mosaics of make bench (with luvc-focus, which reads the question,
 # beside it) and the single test images of make bench-single (same questions, seed and timing), in sweeps named luvc
-# beside those two (~40 min on 2 CPU cores): the quick way to refresh LUVC's rows without rerunning every method
+# beside those two (~35 min on 2 CPU cores): the quick way to refresh LUVC's rows without rerunning every method
 bench-luvc: setup
 	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods luvc,luvc-focus --keep 0.5,0.25,0.11 \
 		--samples 200 --seed 0 --timing-samples 8 --repeats 3 --threads 2 --out runs/bench-luvc-grid

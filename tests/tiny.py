@@ -154,3 +154,11 @@ def pair(seed: int = 0) -> tuple[dict, list[dict]]:
         one["pixel_values"] = together["pixel_values"][row : row + 1]
         alone.append(one)
     return together, alone
+
+
+def assert_rows_match_alone(model, alone: list[dict], last: torch.Tensor, gen: torch.Tensor, n: int = 5) -> None:
+    """Each row of a padded batch (its last-position logits ``last`` and ``n`` generated tokens ``gen``) equals its
+    prompt in ``alone`` run by itself (as ``pair`` gives them)."""
+    for row, one in enumerate(alone):
+        torch.testing.assert_close(last[row], logits(model, one)[0, -1], atol=1e-4, rtol=0)
+        assert torch.equal(gen[row], generate(model, one, n)[0])

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import tokenfunnel
-from tiny import GRID, IMAGE_PX, PATCHES, build, generate, logits, pair, prompt
+from tiny import GRID, IMAGE_PX, PATCHES, assert_rows_match_alone, build, generate, logits, pair, prompt
 from tokenfunnel.ops.setmerge import bipartite, merge_groups
 
 ENCODER = ("visionzip", "tome", "pool", "downsample")
@@ -41,9 +41,7 @@ def test_keep_one_is_exact_remove_restores_and_batches_equal_single_runs(method,
         last = logits(model, together)[:, -1]
         report = handle.report()
         gen = generate(model, together, 3)
-        for row, one in enumerate(alone):
-            torch.testing.assert_close(last[row], logits(model, one)[0, -1], atol=1e-4, rtol=0)
-            assert torch.equal(gen[row], generate(model, one, 3)[0])
+        assert_rows_match_alone(model, alone, last, gen, 3)
     assert torch.equal(logits(model, together), ref)
     assert report["keep"] == 0.5 and report["llm_visual_tokens"] == [PATCHES // 2] * 6
     assert report["visual_tokens"] == PATCHES // 2

@@ -9,7 +9,7 @@ import torch
 
 import tokenfunnel
 from adapters import test_idefics3
-from tiny import GRID, PATCHES, build, generate, logits, pair, prompt
+from tiny import GRID, PATCHES, assert_rows_match_alone, build, generate, logits, pair, prompt
 from tokenfunnel import LUVCConfig
 from tokenfunnel.adapters.llava import LlavaAdapter
 from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, LUVC
@@ -47,9 +47,7 @@ def test_keep_one_is_exact_and_a_padded_batch_equals_its_samples():
     with tokenfunnel.compress(model, "luvc", keep=0.25, focus=True, tokenizer=said) as handle:
         last, gen = logits(model, together)[:, -1], generate(model, together)
         report = handle.report()
-        for row, one in enumerate(alone):
-            torch.testing.assert_close(last[row], logits(model, one)[0, -1], atol=1e-4, rtol=0)
-            assert torch.equal(gen[row], generate(model, one)[0])
+        assert_rows_match_alone(model, alone, last, gen)
     assert torch.equal(logits(model, together), ref) and not hasattr(model, MARK)
     n = round(0.25 * PATCHES)
     assert report["llm_visual_tokens"] == [n] * LAYERS and report["keep"] == 0.25

@@ -169,11 +169,11 @@ class Difficulty(SelectStage):
             features, cells, sizes, steps = reduced.features, reduced.cells, reduced.sizes, list(reduced.steps)
         else:
             features, sizes, steps = x, torch.ones_like(cells), []
-        scored = {}
-        if c.reduction == "spu" and v.scores is not None and v.metric is not None:
-            scored = {"scores": v.scores.flatten()[None], "metric": v.metric.flatten(0, 1)[None]}
         k = features.shape[0]
         if c.schedule == "held" and k > budget:
+            scored = {}  # the encoder's scores rank the whole set (reduction "spu" on a one-token-per-patch family)
+            if c.reduction == "spu" and v.scores is not None and v.metric is not None:
+                scored = {"scores": v.scores.flatten()[None], "metric": v.metric.flatten(0, 1)[None]}
             contextual = min(budget - 1, round(ENCODER_CONTEXTUAL * budget))
             idx, kept, held = spectral_drop(
                 features[None], budget - contextual, contextual, c.cutoff, size=sizes[None], **scored
