@@ -162,3 +162,13 @@ def assert_rows_match_alone(model, alone: list[dict], last: torch.Tensor, gen: t
     for row, one in enumerate(alone):
         torch.testing.assert_close(last[row], logits(model, one)[0, -1], atol=1e-4, rtol=0)
         assert torch.equal(gen[row], generate(model, one, n)[0])
+
+
+class Said:
+    """A tokenizer stand-in that decodes any ids to one fixed question."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def decode(self, ids, skip_special_tokens=True):
+        return self.text

@@ -1,6 +1,6 @@
-"""Select stages (lod, difficulty, detail) on the pixel-shuffle families, tiny random Idefics3 / SmolVLM / InternVL
-models: they pick among each tile's shuffled tokens, batches equal their samples alone, generate() continues,
-keep=1 is the unmodified model bit for bit, remove() restores it; Qwen2-VL has no such stage and says so."""
+"""Select stages (lod, difficulty, detail; learned's focus) on the pixel-shuffle families, tiny random Idefics3 /
+SmolVLM / InternVL models: they pick among each tile's shuffled tokens, batches equal their samples alone, generate()
+continues, keep=1 is the unmodified model bit for bit, remove() restores it; Qwen2-VL has no such stage and says so."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 
 import tokenfunnel
 from adapters import test_idefics3, test_internvl
+from tokenfunnel.methods.learned import save_compressor
+from tokenfunnel.ops.compressor import Compressor
 from tokenfunnel.runtime.patch import MARK
 
 
@@ -25,7 +27,7 @@ FAMILIES = {
     "internvl": (test_internvl.build, test_internvl),
 }
 METHODS = {
-    "lod": dict(keep=0.3),
+    "lod": dict(keep=0.3, tokenizer=Words()),
     "difficulty": dict(tokenizer=Words()),
     "detail": dict(keep=0.5, details="always"),
 }
@@ -72,7 +74,7 @@ def test_keep_one_is_the_unmodified_model_and_remove_restores_it(family):
     model, h = family
     batch = h.inputs(h.TEXTS, h.SEEDS)
     reference = logits(model, batch)
-    with tokenfunnel.compress(model, "lod", keep=1.0) as handle:
+    with tokenfunnel.compress(model, "lod", keep=1.0, focus=False) as handle:
         assert torch.equal(logits(model, batch), reference)
         assert handle.report()["keep"] == 1.0
     handle = tokenfunnel.compress(model, "detail", keep=0.25, details="never")
@@ -128,3 +130,27 @@ def test_a_thumbnail_view_larger_than_the_budget_is_refused(family):
     model, h = family
     with pytest.raises(ValueError, match="global view of the thumbnail takes 25 tokens but keep 0.3 allows 22"):
         detail_report(model, h, keep=0.3, details="never", global_grid=(5, 5))
+
+
+class TopLeft:
+    """A tokenizer stand-in whose every question names the top-left corner."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "What is in the top-left corner?"
+
+
+@pytest.mark.parametrize("method", ["lod", "learned"])
+def test_focus_is_not_applied_to_tiles_and_says_so(family, method, tmp_path):
+    """The model is not told where a tile lies in the picture, so a named part cannot be found among the tiles."""
+    model, h = family
+    batch = h.inputs(h.TEXTS[:1], h.SEEDS[:1])
+    options = dict(keep=0.3)
+    if method == "learned":  # a random compressor of this model's width
+        torch.manual_seed(0)
+        options["weights"] = tmp_path / "compressor.safetensors"
+        save_compressor(Compressor(model.config.text_config.hidden_size, hidden=8), options["weights"], {})
+    with tokenfunnel.compress(model, method, focus=False, **options):
+        blind = logits(model, batch)
+    with tokenfunnel.compress(model, method, focus=True, tokenizer=TopLeft(), **options) as handle:
+        assert torch.equal(logits(model, batch), blind)
+        assert handle.report()["stage"]["focus"] == ["not applied to tiles"]

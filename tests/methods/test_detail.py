@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import tokenfunnel
-from tiny import GRID, IMAGE_PX, IMAGE_TOKEN, PATCHES, batch, build, generate, logits, pair
+from tiny import GRID, IMAGE_PX, IMAGE_TOKEN, PATCHES, Said, batch, build, generate, logits, pair
 from tokenfunnel.methods.detail import Detail, DetailConfig
 from tokenfunnel.methods.difficulty import IMAGENET_MEAN, IMAGENET_STD
 from tokenfunnel.ops.detail import blocks
@@ -138,16 +138,6 @@ def test_the_detail_tokens_kept_are_those_the_global_view_does_not_explain():
         assert torch.equal(token, expected)
         if size > 1:  # a global token stands for the cells of its block not kept as detail
             assert size == sum(1 for c in (block == b).nonzero()[:, 0].tolist() if c not in detail)
-
-
-class Said:
-    """A tokenizer stand-in that decodes any ids to one fixed question."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def decode(self, ids, skip_special_tokens=True):
-        return self.text
 
 
 @pytest.mark.parametrize("focus", [True, False])

@@ -212,5 +212,5 @@ def test_the_processor_image_normalisation_reaches_the_methods_that_read_pixels(
     for method in ("difficulty", "detail"):
         options = processor_options(method, siglip)
         assert options["image_mean"] == options["image_std"] == (0.5, 0.5, 0.5)
-    assert processor_options("lod", siglip) == {}  # lod reads neither pixels nor the question as text
+    assert set(processor_options("lod", siglip)) == {"tokenizer"}  # lod reads the question (focus), not pixels
     assert processor_options("random", siglip) == {}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tokenfunnel
-from tiny import PATCHES, build, generate, logits, pair, prompt
+from tiny import GRID, PATCHES, Said, assert_rows_match_alone, build, generate, logits, pair, prompt
 from tokenfunnel.methods.learned import default_weights, load_compressor, save_compressor
 from tokenfunnel.models.train_learned import Chats, answer_logprobs, distill
 from tokenfunnel.ops.compressor import Compressor
@@ -126,3 +126,45 @@ def test_the_committed_weights_fit_the_bundled_vlm_and_say_how_they_were_made():
     compressor, meta = load_compressor(default_weights())
     assert compressor.dim == 576  # SmolLM2-135M's hidden size
     assert meta["seed"] == "0" and "keep_range" in meta["config"]
+
+
+def test_first_tokens_are_kept_before_any_other_and_the_merge_weights_ignore_them():
+    torch.manual_seed(1)
+    c = Compressor(WIDTH, hidden=16)
+    x = torch.randn(2, 1, 12, WIDTH)
+    score = c.scores(x)
+    first = torch.zeros(2, 12, dtype=torch.bool)
+    first[:, 6:] = True
+    _, cells, _ = c(x, 4, first)
+    for row in range(2):
+        inside = score[row, 6:].topk(4).indices.sort().values + 6
+        assert torch.equal(cells[row], inside)
+    _, all_first, _ = c(x, 8, first)  # every first token, then the two best of the rest
+    for row in range(2):
+        assert set(all_first[row].tolist()) == set(range(6, 12)) | set(score[row, :6].topk(2).indices.tolist())
+    assert torch.equal(c(x, 4, torch.zeros_like(first))[0], c(x, 4)[0])
+
+
+def test_focus_keeps_the_named_quarter_first_and_a_batch_equals_its_samples(weights):
+    model = build()
+    together, alone = pair()
+    said = Said("In the top-left picture, what shape is there?")
+    quarter = {r * GRID[1] + c for r in range(GRID[0] // 2) for c in range(GRID[1] // 2)}
+    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights, focus=True, tokenizer=said) as handle:
+        last, gen = logits(model, together)[:, -1], generate(model, together)
+        report = handle.report()
+        assert_rows_match_alone(model, alone, last, gen)
+    assert report["stage"]["focus"] == ["top-left", "top-left"]
+    assert all(set(report["kept"][row][0]) == quarter for row in range(2))  # 16 tokens: the quarter's 16 cells
+    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights) as handle:
+        blind = logits(model, together)
+        assert set(handle.report()["kept"][0][0]) != quarter
+    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights, focus=True, tokenizer=Said("Why?")) as h:
+        assert torch.equal(logits(model, together), blind) and h.report()["stage"]["focus"] == ["none", "none"]
+
+
+def test_focus_without_a_tokenizer_is_refused_before_anything_is_patched(weights):
+    model = build()
+    with pytest.raises(ValueError, match="pass the processor's tokenizer"):
+        tokenfunnel.compress(model, "learned", weights=weights, focus=True)
+    assert not hasattr(model, MARK)

@@ -7,18 +7,19 @@ import pytest
 import torch
 
 import tokenfunnel
-from tiny import GRID, IMAGE_TOKEN, PATCHES, batch, build, generate, logits, pair, prompt
+from tiny import GRID, IMAGE_TOKEN, PATCHES, Said, assert_rows_match_alone, batch, build, generate, logits, pair, prompt
 from tokenfunnel.ops.relevance import regions
 from tokenfunnel.runtime.patch import MARK
 
 LAYERS = 6
+ASKED = Said("What shape is it?")  # names no part of the picture: lod's focus changes nothing
 
 
 @pytest.mark.parametrize("options", [{}, {"keep": 0.3}, {"keep": 0.25, "cascade": True}])
 def test_a_batch_equals_each_sample_alone(options):
     model = build()
     together, alone = pair()
-    with tokenfunnel.compress(model, "lod", **options) as handle:
+    with tokenfunnel.compress(model, "lod", **{"tokenizer": ASKED, **options}) as handle:
         out, gen = logits(model, together), generate(model, together)
         report = handle.report()
         for row, one in enumerate(alone):
@@ -30,7 +31,7 @@ def test_a_batch_equals_each_sample_alone(options):
 @pytest.mark.parametrize("options", [{}, {"keep": 0.3}, {"keep": 0.25, "cascade": True}])
 def test_report_counts_and_realised_keep_add_up(options):
     model = build()
-    with tokenfunnel.compress(model, "lod", **options) as handle:
+    with tokenfunnel.compress(model, "lod", **{"tokenizer": ASKED, **options}) as handle:
         logits(model, prompt())
         report = handle.report()
     counts = report["llm_visual_tokens"]
@@ -58,7 +59,7 @@ def test_the_region_most_like_the_question_keeps_all_its_tokens_exactly(reduce):
         region = regions(*GRID, (2, 4))
         target = 5
         model.model.language_model.embed_tokens.weight[10] = x[region == target].mean(0)
-    with tokenfunnel.compress(model, "lod", reduce=reduce) as handle:
+    with tokenfunnel.compress(model, "lod", tokenizer=ASKED, reduce=reduce) as handle:
         logits(model, inputs)
         report = handle.report()
     relevance = report["stage"]["relevance"][0]
@@ -72,10 +73,10 @@ def test_keep_one_is_the_unmodified_model_bit_for_bit_and_remove_restores_it():
     model = build()
     together, _ = pair()
     ref, ref_gen = logits(model, together), generate(model, together)
-    with tokenfunnel.compress(model, "lod", keep=1.0) as handle:
+    with tokenfunnel.compress(model, "lod", tokenizer=ASKED, keep=1.0) as handle:
         assert torch.equal(logits(model, together), ref) and torch.equal(generate(model, together), ref_gen)
         assert handle.report()["keep"] == 1.0
-    handle = tokenfunnel.compress(model, "lod")
+    handle = tokenfunnel.compress(model, "lod", tokenizer=ASKED)
     assert not torch.equal(logits(model, together), ref)
     handle.remove()
     assert torch.equal(logits(model, together), ref) and torch.equal(generate(model, together), ref_gen)
@@ -92,19 +93,23 @@ def test_keep_one_is_the_unmodified_model_bit_for_bit_and_remove_restores_it():
         (dict(cascade=True), "pass keep as well"),
         (dict(keep=1.0, cascade=True), "cannot reach keep"),
         (dict(reduce="median"), "reduce must be"),
+        (dict(tokenizer=None), "pass the processor's tokenizer"),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_patched(options, message):
     model = build()
     with pytest.raises(ValueError, match=message):
-        tokenfunnel.compress(model, "lod", **options)
+        tokenfunnel.compress(model, "lod", **{"tokenizer": ASKED, **options})
     assert not hasattr(model, MARK)
 
 
 def test_a_prompt_without_question_text_after_the_image_is_refused():
     model = build()
     inputs = prompt(text=(5, 0))
-    with tokenfunnel.compress(model, "lod"), pytest.raises(ValueError, match="no question text after its last image"):
+    with (
+        tokenfunnel.compress(model, "lod", tokenizer=ASKED),
+        pytest.raises(ValueError, match="no question text after its last image"),
+    ):
         logits(model, inputs)
 
 
@@ -114,5 +119,33 @@ def test_refusals_made_before_any_image_quote_the_grid_a_dinov2_tower_is_fed():
     model = build()
     model.config.image_seq_length = 4 * 4
     with pytest.raises(ValueError, match=r"\(2 regions of 16 tokens\)"):
-        tokenfunnel.compress(model, "lod", keep=0.05)
+        tokenfunnel.compress(model, "lod", tokenizer=ASKED, keep=0.05)
     assert not hasattr(model, MARK)
+
+
+TOP_LEFT = [0, 2]  # the regions (2x4 cells) of the 8x8 grid's top-left quarter
+
+
+def test_focus_puts_the_named_part_in_the_top_tier():
+    """Asked about the top-left, its two regions fill the two top-tier slots (8 tokens each, so every cell of the
+    quarter enters alone); a question that names no part ranks by relevance alone, as focus=False does. On by
+    default."""
+    model = build()
+    together, alone = pair()
+    said = Said("In the top-left picture, what shape is there?")
+    with tokenfunnel.compress(model, "lod", tokenizer=said) as handle:
+        last, gen = logits(model, together)[:, -1], generate(model, together)
+        report = handle.report()
+        assert_rows_match_alone(model, alone, last, gen)
+    assert report["stage"]["focus"] == ["top-left", "top-left"]
+    quarter = {r * GRID[1] + c for r in range(GRID[0] // 2) for c in range(GRID[1] // 2)}
+    for row in range(2):
+        assert [report["stage"]["region_tokens"][row][r] for r in TOP_LEFT] == [8, 8]
+        assert quarter <= set(report["kept"][row][0])
+    with tokenfunnel.compress(model, "lod", focus=False) as handle:  # focus=False needs no tokenizer
+        blind = logits(model, together)
+        assert sorted(handle.report()["stage"]["region_tokens"][0], reverse=True)[:2] == [8, 8]
+        assert [handle.report()["stage"]["region_tokens"][0][r] for r in TOP_LEFT] != [8, 8]
+    with tokenfunnel.compress(model, "lod", tokenizer=ASKED) as handle:
+        assert torch.equal(logits(model, together), blind)
+        assert handle.report()["stage"]["focus"] == ["none", "none"]

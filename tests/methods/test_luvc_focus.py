@@ -9,7 +9,7 @@ import torch
 
 import tokenfunnel
 from adapters import test_idefics3
-from tiny import GRID, PATCHES, assert_rows_match_alone, build, generate, logits, pair, prompt
+from tiny import GRID, PATCHES, Said, assert_rows_match_alone, build, generate, logits, pair, prompt
 from tokenfunnel import LUVCConfig
 from tokenfunnel.adapters.llava import LlavaAdapter
 from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, LUVC
@@ -20,16 +20,6 @@ from tokenfunnel.runtime.state import Visuals
 
 LAYERS = 6  # decoder layers of the tiny LLaVA
 QUARTER = {r * GRID[1] + c for r in range(GRID[0] // 2) for c in range(GRID[1] // 2)}  # the top-left one
-
-
-class Said:
-    """A tokenizer stand-in that decodes any ids to one fixed question."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def decode(self, ids, skip_special_tokens=True):
-        return self.text
 
 
 def kept_cells(report: dict) -> set[int]:

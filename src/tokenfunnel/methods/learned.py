@@ -10,7 +10,7 @@ training images. They fit any model whose projector gives tokens of the same wid
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from tokenfunnel.methods.common import SelectStage, check_keep, tokens_for
 from tokenfunnel.ops.compressor import Compressor
+from tokenfunnel.ops.detail import named_parts, part_cells
 from tokenfunnel.runtime.state import Selection, Visuals
 
 WEIGHTS_FILE = "learned_compressor.safetensors"
@@ -37,13 +38,26 @@ class LearnedConfig:
     keep: the fraction of each sample's visual tokens that enter the language model (at every layer).
     weights: a compressor file written by ``tokenfunnel.models.train_learned``; None: the committed one, trained on
         the bundled VLM.
+
+    focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"; see
+        ``ops.detail.named_parts``), that part's tokens are kept before any other, the most important first; the
+        trained merger still folds the rest. Needs the tokenizer. Not applied to a tiling family's tiles (the model
+        is not told where a tile lies); ``report()["stage"]["focus"]`` gives the part used per sample.
+    tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
     keep: float = 0.25
     weights: str | Path | None = None
+    focus: bool = False
+    tokenizer: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        if self.focus and (self.tokenizer is None or not hasattr(self.tokenizer, "decode")):
+            raise ValueError(
+                "learned's focus reads the question as text: pass the processor's tokenizer, "
+                "compress(model, 'learned', tokenizer=processor.tokenizer), or focus=False"
+            )
 
 
 def load_compressor(path: Path) -> tuple[Compressor, dict]:
@@ -102,6 +116,13 @@ class Learned(SelectStage):
         if self.compressor is None:
             raise RuntimeError("learned was not installed through tokenfunnel.compress()")
         self.compressor.to(device=x.device, dtype=x.dtype)
+        c, info = self.config, {"folded": images * n - k}
+        parts = []
+        if c.focus:
+            info["question_text"] = c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True).strip()
+            parts = named_parts(info["question_text"])
+            info["focus"] = "not applied to tiles" if parts and v.thumbnail else ", ".join(parts) or "none"
+        first = part_cells(parts, *v.grid, x.device).repeat(images)[None] if parts and not v.thumbnail else None
         with torch.no_grad():
-            merged, cells, sizes = self.compressor(x[None], k)
-        return Selection(merged[0], cells[0], sizes[0], [k] * v.layers, {"folded": images * n - k})
+            merged, cells, sizes = self.compressor(x[None], k, first)
+        return Selection(merged[0], cells[0], sizes[0], [k] * v.layers, info)

@@ -10,7 +10,7 @@ regions, scaled to the regions of the input; regions of 2 x 4 cells, so the top 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -18,6 +18,7 @@ from torch import Tensor
 from tokenfunnel.methods.common import SelectStage, check_keep, decoder_layers
 from tokenfunnel.methods.luvc import spectral_score
 from tokenfunnel.ops.budget import cascade
+from tokenfunnel.ops.detail import named_parts, part_cells
 from tokenfunnel.ops.relevance import REDUCE, allot, check_tiers, group_by_relevance, region_means, regions, relevance
 from tokenfunnel.ops.setmerge import group_mean
 from tokenfunnel.runtime.state import ScoreInput, Selection, Visuals
@@ -40,6 +41,13 @@ class LODConfig:
         "max" (its best matching question token). "mean" by default: no single token (a "?", a newline) can then
         decide the ranking alone; on 30 easyvqa-grid test mosaics it scored 0.50 against max's 0.43, within noise.
     cascade: prune inside the language model with LUVC's linear cascade (needs keep); cutoff: its spectral score.
+    focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"; see
+        ``ops.detail.named_parts``), the regions mostly inside it rank above every other region, by relevance among
+        themselves. The embeddings of "top-left" say nothing about where a region lies, so relevance alone cannot
+        find the part (180 dev mosaics, keep 0.25: 0.867 with focus, 0.789 without). Needs the tokenizer. Not
+        applied to a tiling family's tiles (the model is not told where a tile lies); ``report()["stage"]["focus"]``
+        gives the part used per sample.
+    tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
     keep: float | None = None
@@ -48,6 +56,8 @@ class LODConfig:
     reduce: str = "mean"
     cascade: bool = False
     cutoff: float = 0.5
+    focus: bool = True
+    tokenizer: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.keep is not None:
@@ -68,6 +78,11 @@ class LODConfig:
             raise ValueError("cascade prunes to a mean number of tokens: pass keep as well (e.g. keep=0.25)")
         if not 0 < self.cutoff <= 1:
             raise ValueError(f"cutoff must be in (0, 1], got {self.cutoff}")
+        if self.focus and (self.tokenizer is None or not hasattr(self.tokenizer, "decode")):
+            raise ValueError(
+                "lod's focus reads the question as text: pass the processor's tokenizer, "
+                "compress(model, 'lod', tokenizer=processor.tokenizer), or focus=False"
+            )
 
 
 class LOD(SelectStage):
@@ -111,7 +126,13 @@ class LOD(SelectStage):
         count = int(region.max()) + 1
         region = region.to(x.device)
         score = relevance(region_means(x, region, count), v.question, c.reduce)
-        take = allot(score, torch.bincount(region, minlength=count), c.tiers, total)
+        text = c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True).strip() if c.focus else ""
+        parts, rank = named_parts(text), score
+        if parts and not v.thumbnail:
+            inside = part_cells(parts, h, w, x.device).repeat(images).float()
+            share = torch.bincount(region, weights=inside, minlength=count) / torch.bincount(region, minlength=count)
+            rank = score + 2 * (share >= 0.5).to(score)  # cosines lie in [-1, 1]: the named part ranks first
+        take = allot(rank, torch.bincount(region, minlength=count), c.tiers, total)
         assign, rep = group_by_relevance(region, relevance(x, v.question, c.reduce), x, take)
         features, sizes = group_mean(x, torch.ones_like(region), assign, len(rep))
         k = len(rep)
@@ -120,6 +141,9 @@ class LOD(SelectStage):
             "region_tokens": take.tolist(),
             "relevance": [round(float(s), 4) for s in score],
         }
+        if c.focus:
+            info["focus"] = "not applied to tiles" if parts and v.thumbnail else ", ".join(parts) or "none"
+            info["question_text"] = text
         return Selection(features, rep, sizes, counts if counts is not None else [k] * v.layers, info)
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:

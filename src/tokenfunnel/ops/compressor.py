@@ -40,8 +40,13 @@ class Compressor(nn.Module):
         context = x - x.mean(dim=2, keepdim=True)
         return self.importance(torch.cat([_norm(x), _norm(context)], dim=-1)).squeeze(-1).flatten(1)
 
-    def forward(self, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(merged (B, k, D), cells (B, k) increasing indices into the F * n tokens, sizes (B, k) tokens in each)."""
+    def forward(self, x: Tensor, k: int, first: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(merged (B, k, D), cells (B, k) increasing indices into the F * n tokens, sizes (B, k) tokens in each).
+
+        ``first`` (B, F * n) bool: tokens kept before any other (most important first among them). A dropped token
+        then folds only into a kept token on its own side (first or not), and is left out when none was kept there:
+        folding the rest of a picture into the part a question names blurs it (README). The merge weights still come
+        from the importance scores alone."""
         b, f, n, d = x.shape
         total = f * n
         if not 1 <= k <= total:
@@ -51,23 +56,35 @@ class Compressor(nn.Module):
             cells = torch.arange(total, device=x.device).expand(b, -1)
             return flat, cells, torch.ones(b, total, dtype=torch.long, device=x.device)
         score = self.scores(x)
-        cells = score.topk(k, dim=1).indices.sort(dim=1).values
+        rank = score
+        if first is not None:  # a lift larger than the scores' spread puts every first token above every other
+            rank = score + first.to(score) * (score.amax(1, keepdim=True) - score.amin(1, keepdim=True) + 1).detach()
+        cells = rank.topk(k, dim=1).indices.sort(dim=1).values
         kept = torch.zeros(b, total, dtype=torch.bool, device=x.device).scatter_(1, cells, True)
         dropped = (~kept).nonzero()[:, 1].view(b, total - k)
         keep_x, drop_x = _take(flat, cells), _take(flat, dropped)
         unit = F.normalize(flat.detach(), dim=-1)  # which kept token a dropped one joins is a choice, not learned
-        target = (_take(unit, dropped) @ _take(unit, cells).transpose(1, 2)).argmax(dim=-1)  # (B, total - k) slots
+        sim = _take(unit, dropped) @ _take(unit, cells).transpose(1, 2)  # (B, total - k, k)
+        target = sim.argmax(dim=-1)
+        if first is not None:
+            side = first.gather(1, dropped)[..., None] == first.gather(1, cells)[:, None, :]
+            target = sim.masked_fill(~side, float("-inf")).argmax(dim=-1)
+            target = target.masked_fill(~side.any(dim=-1), k)  # slot k: nothing on its side was kept, left out
         assign = torch.empty(b, total, dtype=torch.long, device=x.device)
         assign.scatter_(1, cells, torch.arange(k, device=x.device).expand(b, -1))
         assign.scatter_(1, dropped, target)
-        host = _norm(_take(keep_x, target))
+        host = _norm(_take(keep_x, target.clamp(max=k - 1)))
         guest = _norm(drop_x)
         gate = self.gate(torch.cat([host, guest, host - guest], dim=-1)).squeeze(-1)
         logit = score.scatter_add(1, dropped, gate).scatter_add(1, cells, self.own.expand(b, k))
-        weight = group_softmax(logit, assign, k)
-        merged = flat.new_zeros(b, k, d).scatter_add(1, assign[..., None].expand(-1, -1, d), weight[..., None] * flat)
-        sizes = torch.zeros(b, k, dtype=torch.long, device=x.device).scatter_add_(1, assign, torch.ones_like(assign))
-        return merged, cells, sizes
+        weight = group_softmax(logit, assign, k + 1)
+        merged = flat.new_zeros(b, k + 1, d).scatter_add(
+            1, assign[..., None].expand(-1, -1, d), weight[..., None] * flat
+        )
+        sizes = torch.zeros(b, k + 1, dtype=torch.long, device=x.device).scatter_add_(
+            1, assign, torch.ones_like(assign)
+        )
+        return merged[:, :k], cells, sizes[:, :k]
 
 
 def _take(x: Tensor, idx: Tensor) -> Tensor:
