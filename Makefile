@@ -127,7 +127,7 @@ bench-clips: setup
 ADAPTIVE_SETS = easyvqa easyvqa-grid easyvqa-mixed
 bench-adaptive: setup
 	for set in $(ADAPTIVE_SETS); do \
-		$(BIN)/tokenfunnel bench --model bundled --dataset $$set --methods luvc,lod,detail,learned,difficulty \
+		$(BIN)/tokenfunnel bench --model bundled --dataset $$set --methods luvc,luvc-focus,lod,detail,learned,difficulty \
 			--keep 0.25,0.11 --samples 100 --seed 0 --timing-samples 2 --repeats 1 --threads 2 \
 			--out runs/adaptive/$$set || exit 1; \
 	done

@@ -7,7 +7,8 @@ With ``--fill``, LUVC is then run (same folder, same configuration, so the uncom
 are reused) at every realised keep of a method whose budget follows the input or lands away from the keep asked
 (``difficulty``; ``detail`` without details), rounded to 3 decimals. The table pairs each adaptive row with the
 LUVC row at its realised keep, and gives agreement with the uncompressed model's answers and, on
-``easyvqa-mixed``, accuracy on tile questions (even indices) and whole-mosaic questions (odd ones) apart.
+``easyvqa-mixed``, accuracy on tile questions (even indices) and whole-mosaic questions (odd ones) apart, and
+``luvc-focus`` (LUVC with the question's named part first) where the sweep ran it at the same keep.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def scored(rows: list[dict], folder: Path, truth: list[str] | None) -> dict:
     return out
 
 
-def nearest_luvc(entries: dict, keep: float) -> dict | None:
-    luvc = [e for e in entries.values() if e["method"] == "luvc"]
+def nearest_luvc(entries: dict, keep: float, method: str = "luvc") -> dict | None:
+    luvc = [e for e in entries.values() if e["method"] == method]
     best = min(luvc, key=lambda e: abs(e["realised_keep"] - keep), default=None)
     return best if best is not None and abs(best["realised_keep"] - keep) <= TOLERANCE else None
 
@@ -130,12 +131,14 @@ def main() -> None:
             if e["method"] not in ADAPTIVE:
                 continue
             luvc = nearest_luvc(entries, e["realised_keep"])
+            focus = nearest_luvc(entries, e["realised_keep"], "luvc-focus")  # only where the sweep ran that keep
             pairs.append(
                 {
                     **e,
                     "luvc_keep": None if luvc is None else luvc["realised_keep"],
                     "luvc_accuracy": None if luvc is None else luvc["accuracy"],
                     "margin": None if luvc is None else round(e["accuracy"] - luvc["accuracy"], 4),
+                    "luvc_focus_accuracy": None if focus is None else focus["accuracy"],
                     **(
                         {"luvc_tile": luvc.get("accuracy_tile"), "luvc_whole": luvc.get("accuracy_whole")}
                         if mixed and luvc is not None
@@ -162,12 +165,16 @@ def markdown(summary: dict) -> str:
         lines += [f"### {dataset} ({part['samples']} test questions, seed {part['seed']})", ""]
         none = next(e for e in part["rows"] if e["method"] == "none")
         lines += [f"uncompressed: accuracy {none['accuracy']:.3f}", ""]
-        lines += ["| method | keep asked | realised keep | accuracy | agreement | LUVC at that keep | margin |"]
-        lines += ["|---|---|---|---|---|---|---|"]
+        lines += [
+            "| method | keep asked | realised keep | accuracy | agreement | LUVC at that keep | margin "
+            "| luvc-focus at that keep |"
+        ]
+        lines += ["|---|---|---|---|---|---|---|---|"]
         for p in part["pairs"]:
             asked = "follows input" if p["keep"] is None else f"{p['keep']:g}"
             luvc = "—" if p["luvc_accuracy"] is None else f"{p['luvc_accuracy']:.3f} (keep {p['luvc_keep']:.3f})"
             margin = "—" if p["margin"] is None else f"{p['margin']:+.3f}"
+            focus = "—" if p.get("luvc_focus_accuracy") is None else f"{p['luvc_focus_accuracy']:.3f}"
             acc = f"{p['accuracy']:.3f}"
             if "accuracy_tile" in p:
                 acc += f" (tile {p['accuracy_tile']:.2f} / whole {p['accuracy_whole']:.2f})"
@@ -175,7 +182,7 @@ def markdown(summary: dict) -> str:
                     luvc += f" (tile {p['luvc_tile']:.2f} / whole {p['luvc_whole']:.2f})"
             lines += [
                 f"| {p['method']} | {asked} | {p['realised_keep']:.3f} | {acc} | {p.get('agreement', '—')} | "
-                f"{luvc} | {margin} |"
+                f"{luvc} | {margin} | {focus} |"
             ]
         lines += [f"- refused: `{name}`: {why}" for name, why in part["refused"].items()]
         lines.append("")

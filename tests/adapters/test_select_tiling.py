@@ -139,18 +139,18 @@ class TopLeft:
         return "What is in the top-left corner?"
 
 
-@pytest.mark.parametrize("method", ["lod", "learned"])
+@pytest.mark.parametrize("method", ["lod", "learned", "difficulty"])
 def test_focus_is_not_applied_to_tiles_and_says_so(family, method, tmp_path):
     """The model is not told where a tile lies in the picture, so a named part cannot be found among the tiles."""
     model, h = family
     batch = h.inputs(h.TEXTS[:1], h.SEEDS[:1])
-    options = dict(keep=0.3)
+    options = dict(tokenizer=TopLeft()) if method == "difficulty" else dict(keep=0.3, tokenizer=TopLeft())
     if method == "learned":  # a random compressor of this model's width
         torch.manual_seed(0)
         options["weights"] = tmp_path / "compressor.safetensors"
         save_compressor(Compressor(model.config.text_config.hidden_size, hidden=8), options["weights"], {})
     with tokenfunnel.compress(model, method, focus=False, **options):
         blind = logits(model, batch)
-    with tokenfunnel.compress(model, method, focus=True, tokenizer=TopLeft(), **options) as handle:
+    with tokenfunnel.compress(model, method, **options) as handle:
         assert torch.equal(logits(model, batch), blind)
         assert handle.report()["stage"]["focus"] == ["not applied to tiles"]

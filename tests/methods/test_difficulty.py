@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tokenfunnel
-from tiny import IMAGE_PX, IMAGE_TOKEN, LONG, PATCHES, SHORT, batch, build, generate, logits, sample_ids
+from tiny import GRID, IMAGE_PX, IMAGE_TOKEN, LONG, PATCHES, SHORT, Said, batch, build, generate, logits, sample_ids
 from tokenfunnel.methods.difficulty import IMAGENET_MEAN, IMAGENET_STD
 from tokenfunnel.runtime.patch import MARK
 
@@ -117,6 +117,22 @@ def test_reduction_spu_is_luvcs_drop_at_the_tier_budget_scored_by_the_encoder():
     dominant = budget - round(ENCODER_CONTEXTUAL * budget)
     top = set(highfreq_score(feeding.float(), 0.5)[0].topk(dominant).indices.tolist())
     assert top <= set(report["kept"][0][0])
+
+
+def test_focus_keeps_the_named_quarter_first():
+    model = build()
+    quarter = {r * GRID[1] + c for r in range(GRID[0] // 2) for c in range(GRID[1] // 2)}
+    inputs = sample(*HARD)
+    said = Said("In the top-left picture, how many circles are not there and why?")
+    reports = {}
+    for focus in (True, False):
+        with tokenfunnel.compress(model, "difficulty", tokenizer=said, focus=focus) as handle:
+            logits(model, inputs)
+            reports[focus] = handle.report()
+    budget = reports[True]["stage"]["budget"][0]
+    assert budget > len(quarter) and reports[True]["stage"]["focus"] == ["top-left"]
+    assert quarter < set(reports[True]["kept"][0][0]) and reports[True]["visual_tokens"] == budget
+    assert not quarter <= set(reports[False]["kept"][0][0]) and reports[False]["stage"]["focus"] == ["none"]
 
 
 def test_a_batch_of_different_tiers_equals_each_sample_alone():

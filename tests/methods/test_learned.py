@@ -17,6 +17,7 @@ from tokenfunnel.models.train_learned import Chats, answer_logprobs, distill
 from tokenfunnel.ops.compressor import Compressor
 from tokenfunnel.runtime.patch import MARK
 
+ASKED = Said("What shape is it?")  # names no part of the picture: learned's focus changes nothing
 WIDTH = 64  # the tiny language model's hidden size, so the projected tokens' width
 
 
@@ -39,7 +40,7 @@ def weights(tmp_path):
 def test_a_batch_equals_each_sample_alone_and_generate_works(weights, keep):
     model = build()
     together, alone = pair()
-    with tokenfunnel.compress(model, "learned", keep=keep, weights=weights) as handle:
+    with tokenfunnel.compress(model, "learned", tokenizer=ASKED, keep=keep, weights=weights) as handle:
         out, gen = logits(model, together), generate(model, together)
         kept = handle.report()["kept"][0]
         for row, one in enumerate(alone):
@@ -51,7 +52,7 @@ def test_a_batch_equals_each_sample_alone_and_generate_works(weights, keep):
 @pytest.mark.parametrize("keep", [0.11, 0.25, 0.5])
 def test_the_realised_keep_is_the_one_asked_for(weights, keep):
     model = build()
-    with tokenfunnel.compress(model, "learned", keep=keep, weights=weights) as handle:
+    with tokenfunnel.compress(model, "learned", tokenizer=ASKED, keep=keep, weights=weights) as handle:
         logits(model, prompt())
         report = handle.report()
     k = round(keep * PATCHES)
@@ -64,10 +65,10 @@ def test_keep_one_is_the_unmodified_model_bit_for_bit_and_remove_restores_it(wei
     model = build()
     together, _ = pair()
     ref, ref_gen = logits(model, together), generate(model, together)
-    with tokenfunnel.compress(model, "learned", keep=1.0, weights=weights) as handle:
+    with tokenfunnel.compress(model, "learned", tokenizer=ASKED, keep=1.0, weights=weights) as handle:
         assert torch.equal(logits(model, together), ref) and torch.equal(generate(model, together), ref_gen)
         assert handle.report()["keep"] == 1.0
-    handle = tokenfunnel.compress(model, "learned", keep=0.25, weights=weights)
+    handle = tokenfunnel.compress(model, "learned", tokenizer=ASKED, keep=0.25, weights=weights)
     assert not torch.equal(logits(model, together), ref)
     handle.remove()
     assert torch.equal(logits(model, together), ref) and torch.equal(generate(model, together), ref_gen)
@@ -77,17 +78,17 @@ def test_keep_one_is_the_unmodified_model_bit_for_bit_and_remove_restores_it(wei
 def test_missing_corrupt_and_misfit_weights_are_refused_in_one_line(tmp_path, weights):
     model = build()
     with pytest.raises(FileNotFoundError, match=r"make train-learned") as err:
-        tokenfunnel.compress(model, "learned", weights=tmp_path / "none.safetensors")
+        tokenfunnel.compress(model, "learned", tokenizer=ASKED, weights=tmp_path / "none.safetensors")
     assert "\n" not in str(err.value)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=r"cannot read the learned compressor .*make train-learned") as err:
-        tokenfunnel.compress(model, "learned", weights=bad)
+        tokenfunnel.compress(model, "learned", tokenizer=ASKED, weights=bad)
     assert "\n" not in str(err.value)
     wide = tmp_path / "wide.safetensors"
     save_compressor(Compressor(2 * WIDTH, hidden=8), wide, {})
     with pytest.raises(ValueError, match=r"trained for 128-wide projected tokens.*takes 64"):
-        tokenfunnel.compress(model, "learned", weights=wide)
+        tokenfunnel.compress(model, "learned", tokenizer=ASKED, weights=wide)
     assert not hasattr(model, MARK)
 
 
@@ -97,7 +98,7 @@ def test_missing_corrupt_and_misfit_weights_are_refused_in_one_line(tmp_path, we
 def test_keep_out_of_range_is_refused_before_anything_is_patched(weights, keep, message):
     model = build()
     with pytest.raises(ValueError, match=message):
-        tokenfunnel.compress(model, "learned", keep=keep, weights=weights)
+        tokenfunnel.compress(model, "learned", tokenizer=ASKED, keep=keep, weights=weights)
     assert not hasattr(model, MARK)
 
 
@@ -150,21 +151,21 @@ def test_focus_keeps_the_named_quarter_first_and_a_batch_equals_its_samples(weig
     together, alone = pair()
     said = Said("In the top-left picture, what shape is there?")
     quarter = {r * GRID[1] + c for r in range(GRID[0] // 2) for c in range(GRID[1] // 2)}
-    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights, focus=True, tokenizer=said) as handle:
+    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights, tokenizer=said) as handle:
         last, gen = logits(model, together)[:, -1], generate(model, together)
         report = handle.report()
         assert_rows_match_alone(model, alone, last, gen)
     assert report["stage"]["focus"] == ["top-left", "top-left"]
     assert all(set(report["kept"][row][0]) == quarter for row in range(2))  # 16 tokens: the quarter's 16 cells
-    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights) as handle:
+    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights, focus=False) as handle:
         blind = logits(model, together)
         assert set(handle.report()["kept"][0][0]) != quarter
-    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights, focus=True, tokenizer=Said("Why?")) as h:
+    with tokenfunnel.compress(model, "learned", keep=0.25, weights=weights, tokenizer=ASKED) as h:
         assert torch.equal(logits(model, together), blind) and h.report()["stage"]["focus"] == ["none", "none"]
 
 
 def test_focus_without_a_tokenizer_is_refused_before_anything_is_patched(weights):
     model = build()
     with pytest.raises(ValueError, match="pass the processor's tokenizer"):
-        tokenfunnel.compress(model, "learned", weights=weights, focus=True)
+        tokenfunnel.compress(model, "learned", weights=weights)
     assert not hasattr(model, MARK)

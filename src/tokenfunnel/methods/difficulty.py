@@ -24,6 +24,7 @@ from torch import Tensor
 from tokenfunnel.methods.common import SelectStage
 from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, grid_scores, spectral_drop, spectral_score
 from tokenfunnel.ops.budget import cascade
+from tokenfunnel.ops.detail import named_parts, part_cells
 from tokenfunnel.ops.difficulty import (
     Weights,
     colour_variance,
@@ -66,6 +67,10 @@ class DifficultyConfig:
         cascade falling to none at the last layer, ranked by the 2-D spectral score, with the budget as its mean;
         "none": the reduced set (up to 1.5x the budget) at every layer.
     cutoff: low-pass cutoff of the spectral scores used to prune, before and inside the language model.
+    focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"; see
+        ``ops.detail.named_parts``), the held drop keeps that part's tokens first and gives it no contextual tokens
+        (as LUVC's ``focus``). Only with schedule="held"; not applied to a tiling family's tiles (the model is not told
+        where a tile lies). ``report()["stage"]["focus"]`` gives the part used per sample.
     image_mean, image_std: the processor's normalisation, undone to read the pixels (ImageNet's, the bundled VLM's).
     edge_threshold: Sobel magnitude (a unit step gives 1) above which a pixel is an edge.
     """
@@ -81,6 +86,7 @@ class DifficultyConfig:
     reduction: str = "spu"
     schedule: str = "held"
     cutoff: float = 0.5
+    focus: bool = True
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
     edge_threshold: float = 0.2
@@ -170,13 +176,15 @@ class Difficulty(SelectStage):
         else:
             features, sizes, steps = x, torch.ones_like(cells), []
         k = features.shape[0]
+        parts = named_parts(text) if c.focus and c.schedule == "held" else []
         if c.schedule == "held" and k > budget:
             scored = {}  # the encoder's scores rank the whole set (reduction "spu" on a one-token-per-patch family)
             if c.reduction == "spu" and v.scores is not None and v.metric is not None:
                 scored = {"scores": v.scores.flatten()[None], "metric": v.metric.flatten(0, 1)[None]}
-            contextual = min(budget - 1, round(ENCODER_CONTEXTUAL * budget))
+            first = part_cells(parts, *v.grid, x.device).repeat(images)[cells] if parts and not v.thumbnail else None
+            contextual = 0 if first is not None else min(budget - 1, round(ENCODER_CONTEXTUAL * budget))
             idx, kept, held = spectral_drop(
-                features[None], budget - contextual, contextual, c.cutoff, size=sizes[None], **scored
+                features[None], budget - contextual, contextual, c.cutoff, first, size=sizes[None], **scored
             )
             features, cells, sizes, k = kept[0], cells[idx[0]], held[0], budget
             steps.append("spu")
@@ -194,6 +202,7 @@ class Difficulty(SelectStage):
             "budget": budget,
             "steps": steps,
             "question_text": text,
+            "focus": "not applied to tiles" if parts and v.thumbnail else ", ".join(parts) or "none",
             "signals": {key: round(float(val), 4) for key, val in signals.items()},
         }
         return Selection(features, cells, sizes, counts, info)

@@ -40,15 +40,16 @@ class LearnedConfig:
         the bundled VLM.
 
     focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"; see
-        ``ops.detail.named_parts``), that part's tokens are kept before any other, the most important first; the
-        trained merger still folds the rest. Needs the tokenizer. Not applied to a tiling family's tiles (the model
-        is not told where a tile lies); ``report()["stage"]["focus"]`` gives the part used per sample.
+        ``ops.detail.named_parts``), that part's tokens are kept before any other, the most important first, and a
+        dropped token folds only into a kept token on its own side of the part (left out when none was kept there).
+        Needs the tokenizer (or focus=False). Not applied to a tiling family's tiles (the model is not told where a
+        tile lies); ``report()["stage"]["focus"]`` gives the part used per sample.
     tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
     keep: float = 0.25
     weights: str | Path | None = None
-    focus: bool = False
+    focus: bool = True
     tokenizer: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

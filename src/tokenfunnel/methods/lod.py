@@ -44,7 +44,7 @@ class LODConfig:
     focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"; see
         ``ops.detail.named_parts``), the regions mostly inside it rank above every other region, by relevance among
         themselves. The embeddings of "top-left" say nothing about where a region lies, so relevance alone cannot
-        find the part (180 dev mosaics, keep 0.25: 0.867 with focus, 0.789 without). Needs the tokenizer. Not
+        find the part (180 dev mosaics, keep 0.25: 0.867 with focus, 0.739 without). Needs the tokenizer. Not
         applied to a tiling family's tiles (the model is not told where a tile lies); ``report()["stage"]["focus"]``
         gives the part used per sample.
     tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.

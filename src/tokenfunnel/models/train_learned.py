@@ -33,6 +33,7 @@ from tokenfunnel.data import easyvqa
 from tokenfunnel.methods.learned import save_compressor
 from tokenfunnel.models.processor import SYSTEM_PROMPT
 from tokenfunnel.ops.compressor import Compressor
+from tokenfunnel.ops.detail import named_parts, part_cells
 
 DEFAULT_OUT = Path("src/tokenfunnel/models/weights/learned_compressor.safetensors")
 
@@ -126,8 +127,11 @@ def draw_turns(pool: dict, rng: random.Random, turns: int) -> list[tuple[str, st
     return [rng.choice(pool[present[(offset + t) % len(present)]]) for t in range(turns)]
 
 
-def distill(model, chats: Chats, feats, rows: list, teacher: list, compressor: Compressor, args, rng) -> list[dict]:
-    """``args.steps`` steps of KL(teacher || student) on ``args.batch`` chats each; returns the per-step log."""
+def distill(
+    model, chats: Chats, feats, rows: list, teacher: list, compressor: Compressor, args, rng, first=None
+) -> list[dict]:
+    """``args.steps`` steps of KL(teacher || student) on ``args.batch`` chats each; returns the per-step log.
+    ``first`` (chats, tokens) bool: the tokens of the part each chat's questions name (the compressor's focus)."""
     optimizer = torch.optim.AdamW(compressor.parameters(), lr=args.lr, weight_decay=0.0)
     low, high = args.keep_range
     n = feats.shape[1]
@@ -142,7 +146,7 @@ def distill(model, chats: Chats, feats, rows: list, teacher: list, compressor: C
         cosine = 0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps))
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, step / args.warmup) * cosine
-        merged, cells, _ = compressor(feats[chosen][:, None], k)
+        merged, cells, _ = compressor(feats[chosen][:, None], k, None if first is None else first[chosen])
         student = answer_logprobs(model, chats, merged, [rows[i] for i in chosen], cells)
         target = torch.cat([teacher[i] for i in chosen])
         loss = F.kl_div(student, target, log_target=True, reduction="batchmean")
@@ -168,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--focus",
+        action="store_true",
+        help="train as learned's focus=True runs: the part a chat's questions name is kept first (use --turns 1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log", type=Path, default=Path("benchmarks/learned_training.json"))
@@ -193,10 +202,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"projected tokens {tuple(feats.shape)} in {feature_s:.0f}s", flush=True)
 
     rng = random.Random(args.seed)
-    rows = []
+    rows, named = [], []
+    side = math.isqrt(n)
     for pool in pools:
         turns = draw_turns(pool, rng, args.turns)
         rows.append((*chats.encode(turns), [easyvqa.answers().index(a) for _, a in turns]))
+        named.append(part_cells(named_parts(" ".join(q for q, _ in turns)), side, side))
+    first = torch.stack(named) if args.focus else None
     teacher, hits = [], 0
     with torch.no_grad():
         for start in range(0, len(rows), args.batch):
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     compressor = Compressor(feats.shape[-1], args.hidden)
     train_started = time.time()
-    log = distill(model, chats, feats, [r[:2] for r in rows], teacher, compressor, args, rng)
+    log = distill(model, chats, feats, [r[:2] for r in rows], teacher, compressor, args, rng, first)
     train_s = time.time() - train_started
     meta = {
         "format": "tokenfunnel-learned-compressor",
