@@ -88,6 +88,17 @@ class SelectStage(EncoderSide):
             )
 
 
+def question_text(tokenizer, ids) -> str:
+    """The question a select stage sees (its token ids after the last image), as text."""
+    return tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip()
+
+
+def focus_label(parts: list[str], tiles: bool) -> str:
+    """What ``report()["stage"]["focus"]`` says: the named parts used, "none", or that a tiling family's tiles (whose
+    place in the picture the model is not told) cannot take them."""
+    return "not applied to tiles" if parts and tiles else ", ".join(parts) or "none"
+
+
 def tokens_for(keep: float, h: int, w: int, name: str) -> int:
     n = round(keep * h * w)
     if n < 1:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokenfunnel.methods.common import SelectStage, check_keep
+from tokenfunnel.methods.common import SelectStage, check_keep, focus_label, question_text
 from tokenfunnel.methods.difficulty import IMAGENET_MEAN, IMAGENET_STD
 from tokenfunnel.ops.detail import (
     SPATIAL,
@@ -181,7 +181,7 @@ class Detail(SelectStage):
     def decide(self, v: Visuals) -> tuple[bool, str, str]:
         """(whether the sample gets details, why, the question text)."""
         c = self.config
-        text = "" if c.tokenizer is None else c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True)
+        text = "" if c.tokenizer is None else question_text(c.tokenizer, v.question_ids)
         text = text.strip()
         if c.details != "auto":
             return c.details == "always", f"details={c.details}", text
@@ -237,7 +237,7 @@ class Detail(SelectStage):
             "global_tokens": int(kept.sum()),
             "global_grid": [gh, gw],
             "view": self.config.view,
-            "focus": ", ".join(parts) or "none",
+            "focus": focus_label(parts, False),
             "budget": total,
             "question_text": text,
         }
@@ -281,7 +281,7 @@ class Detail(SelectStage):
             "global_tokens": count,
             "global_grid": [gh, gw],
             "view": "thumbnail",
-            "focus": "not applied to tiles" if wanted and c.focus and named_parts(text) else "none",
+            "focus": focus_label(named_parts(text) if wanted and c.focus else [], True),
             "budget": total,
             "question_text": text,
         }

@@ -21,7 +21,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import SelectStage
+from tokenfunnel.methods.common import SelectStage, focus_label, question_text
 from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, grid_scores, spectral_drop, spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.detail import named_parts, part_cells
@@ -154,7 +154,7 @@ class Difficulty(SelectStage):
         c = self.config
         if v.pixels is None:
             raise RuntimeError("difficulty got no pixels from the vision tower; this is a bug")
-        text = c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True).strip()
+        text = question_text(c.tokenizer, v.question_ids)
         if not text:
             raise ValueError("the question decodes to no text; put the question after the image")
         signals = self.signals(v.pixels, text)
@@ -202,7 +202,7 @@ class Difficulty(SelectStage):
             "budget": budget,
             "steps": steps,
             "question_text": text,
-            "focus": "not applied to tiles" if parts and v.thumbnail else ", ".join(parts) or "none",
+            "focus": focus_label(parts, v.thumbnail),
             "signals": {key: round(float(val), 4) for key, val in signals.items()},
         }
         return Selection(features, cells, sizes, counts, info)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from tokenfunnel.methods.common import SelectStage, check_keep, tokens_for
+from tokenfunnel.methods.common import SelectStage, check_keep, focus_label, question_text, tokens_for
 from tokenfunnel.ops.compressor import Compressor
 from tokenfunnel.ops.detail import named_parts, part_cells
 from tokenfunnel.runtime.state import Selection, Visuals
@@ -120,9 +120,9 @@ class Learned(SelectStage):
         c, info = self.config, {"folded": images * n - k}
         parts = []
         if c.focus:
-            info["question_text"] = c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True).strip()
+            info["question_text"] = question_text(c.tokenizer, v.question_ids)
             parts = named_parts(info["question_text"])
-            info["focus"] = "not applied to tiles" if parts and v.thumbnail else ", ".join(parts) or "none"
+            info["focus"] = focus_label(parts, v.thumbnail)
         first = part_cells(parts, *v.grid, x.device).repeat(images)[None] if parts and not v.thumbnail else None
         with torch.no_grad():
             merged, cells, sizes = self.compressor(x[None], k, first)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import SelectStage, check_keep, decoder_layers
+from tokenfunnel.methods.common import SelectStage, check_keep, decoder_layers, focus_label, question_text
 from tokenfunnel.methods.luvc import spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.detail import named_parts, part_cells
@@ -126,7 +126,7 @@ class LOD(SelectStage):
         count = int(region.max()) + 1
         region = region.to(x.device)
         score = relevance(region_means(x, region, count), v.question, c.reduce)
-        text = c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True).strip() if c.focus else ""
+        text = question_text(c.tokenizer, v.question_ids) if c.focus else ""
         parts, rank = named_parts(text), score
         if parts and not v.thumbnail:
             inside = part_cells(parts, h, w, x.device).repeat(images).float()
@@ -142,7 +142,7 @@ class LOD(SelectStage):
             "relevance": [round(float(s), 4) for s in score],
         }
         if c.focus:
-            info["focus"] = "not applied to tiles" if parts and v.thumbnail else ", ".join(parts) or "none"
+            info["focus"] = focus_label(parts, v.thumbnail)
             info["question_text"] = text
         return Selection(features, rep, sizes, counts if counts is not None else [k] * v.layers, info)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import check_keep, decoder_layers, oim_steps
+from tokenfunnel.methods.common import check_keep, decoder_layers, focus_label, oim_steps, question_text
 from tokenfunnel.ops.budget import SHAPES, cascade
 from tokenfunnel.ops.detail import named_parts, part_cells
 from tokenfunnel.ops.pool import cell_groups
@@ -226,7 +226,7 @@ class LUVC:
         x = v.features
         images, n = x.shape[:2]
         (h, w), layers = v.grid, v.layers
-        text = c.tokenizer.decode(v.question_ids.tolist(), skip_special_tokens=True).strip()
+        text = question_text(c.tokenizer, v.question_ids)
         parts = named_parts(text)
         # a named part keeps its own tokens whole: averaging the rest of the picture in measured worse (README)
         context = 0.0 if parts and c.contextual is None else self.contextual
@@ -238,7 +238,7 @@ class LUVC:
         k = idx.numel()
         cells = (idx + n * torch.arange(images, device=x.device)[:, None]).flatten()
         counts = [k] * (layers - 1) + [0 if c.final_zero and c.keep < 1.0 else k]
-        info = {"focus": ", ".join(parts) or "none", "question_text": text}
+        info = {"focus": focus_label(parts, False), "question_text": text}
         return Selection(kept.flatten(0, 1), cells, sizes.flatten(), counts, info)
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
