@@ -88,6 +88,11 @@ class SelectStage(EncoderSide):
             )
 
 
+def can_decode(tokenizer) -> bool:
+    """Whether ``tokenizer`` can turn the question's ids into text (what methods that read the question need)."""
+    return tokenizer is not None and hasattr(tokenizer, "decode")
+
+
 def question_text(tokenizer, ids) -> str:
     """The question a select stage sees (its token ids after the last image), as text."""
     return tokenizer.decode(ids.tolist(), skip_special_tokens=True).strip()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokenfunnel.methods.common import SelectStage, check_keep, focus_label, question_text
+from tokenfunnel.methods.common import SelectStage, can_decode, check_keep, focus_label, question_text
 from tokenfunnel.methods.difficulty import IMAGENET_MEAN, IMAGENET_STD
 from tokenfunnel.ops.detail import (
     SPATIAL,
@@ -105,7 +105,7 @@ class DetailConfig:
         check_keep(self.keep)
         if self.details not in DETAILS:
             raise ValueError(f"details must be one of {DETAILS}, got {self.details!r}")
-        if self.details == "auto" and (self.tokenizer is None or not hasattr(self.tokenizer, "decode")):
+        if self.details == "auto" and not can_decode(self.tokenizer):
             raise ValueError(
                 "detail reads the question as text to decide on details: pass the processor's tokenizer, "
                 "compress(model, 'detail', tokenizer=processor.tokenizer), or force details='always' or 'never'"
@@ -182,7 +182,6 @@ class Detail(SelectStage):
         """(whether the sample gets details, why, the question text)."""
         c = self.config
         text = "" if c.tokenizer is None else question_text(c.tokenizer, v.question_ids)
-        text = text.strip()
         if c.details != "auto":
             return c.details == "always", f"details={c.details}", text
         if not text:

@@ -21,7 +21,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import SelectStage, focus_label, question_text
+from tokenfunnel.methods.common import SelectStage, can_decode, focus_label, question_text
 from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, grid_scores, spectral_drop, spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.detail import named_parts, part_cells
@@ -92,7 +92,7 @@ class DifficultyConfig:
     edge_threshold: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.tokenizer is None or not hasattr(self.tokenizer, "decode"):
+        if not can_decode(self.tokenizer):
             raise ValueError(
                 "difficulty reads the question as text: pass the processor's tokenizer, "
                 "compress(model, 'difficulty', tokenizer=processor.tokenizer)"

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from tokenfunnel.methods.common import SelectStage, check_keep, focus_label, question_text, tokens_for
+from tokenfunnel.methods.common import SelectStage, can_decode, check_keep, focus_label, question_text, tokens_for
 from tokenfunnel.ops.compressor import Compressor
 from tokenfunnel.ops.detail import named_parts, part_cells
 from tokenfunnel.runtime.state import Selection, Visuals
@@ -54,7 +54,7 @@ class LearnedConfig:
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
-        if self.focus and (self.tokenizer is None or not hasattr(self.tokenizer, "decode")):
+        if self.focus and not can_decode(self.tokenizer):
             raise ValueError(
                 "learned's focus reads the question as text: pass the processor's tokenizer, "
                 "compress(model, 'learned', tokenizer=processor.tokenizer), or focus=False"

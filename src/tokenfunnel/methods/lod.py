@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import SelectStage, check_keep, decoder_layers, focus_label, question_text
+from tokenfunnel.methods.common import SelectStage, can_decode, check_keep, decoder_layers, focus_label, question_text
 from tokenfunnel.methods.luvc import spectral_score
 from tokenfunnel.ops.budget import cascade
 from tokenfunnel.ops.detail import named_parts, part_cells
@@ -78,7 +78,7 @@ class LODConfig:
             raise ValueError("cascade prunes to a mean number of tokens: pass keep as well (e.g. keep=0.25)")
         if not 0 < self.cutoff <= 1:
             raise ValueError(f"cutoff must be in (0, 1], got {self.cutoff}")
-        if self.focus and (self.tokenizer is None or not hasattr(self.tokenizer, "decode")):
+        if self.focus and not can_decode(self.tokenizer):
             raise ValueError(
                 "lod's focus reads the question as text: pass the processor's tokenizer, "
                 "compress(model, 'lod', tokenizer=processor.tokenizer), or focus=False"

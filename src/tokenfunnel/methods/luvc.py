@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from tokenfunnel.methods.common import check_keep, decoder_layers, focus_label, oim_steps, question_text
+from tokenfunnel.methods.common import can_decode, check_keep, decoder_layers, focus_label, oim_steps, question_text
 from tokenfunnel.ops.budget import SHAPES, cascade
-from tokenfunnel.ops.detail import named_parts, part_cells
+from tokenfunnel.ops.detail import ahead, named_parts, part_cells
 from tokenfunnel.ops.pool import cell_groups
 from tokenfunnel.ops.select import best_per_group, gather_tokens, topk_in_order
 from tokenfunnel.ops.setmerge import fold_rest
@@ -123,7 +123,7 @@ class LUVCConfig:
 
 
 def _check_focus(config: LUVCConfig) -> None:
-    if config.tokenizer is None or not hasattr(config.tokenizer, "decode"):
+    if not can_decode(config.tokenizer):
         raise ValueError(
             "luvc's focus reads the question as text: pass the processor's tokenizer, "
             "compress(model, 'luvc', focus=True, tokenizer=processor.tokenizer)"
@@ -295,7 +295,7 @@ def spectral_drop(
     Returns (idx (B, k) ascending: the input token whose place each output takes, tokens (B, k, D), sizes (B, k))."""
     scores = highfreq_score(x.float(), cutoff) if scores is None else scores.float()
     if first is not None:
-        scores = scores + first * (scores.max() - scores.min() + 1)
+        scores = ahead(scores, first)
     if size is None:
         size = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
     if contextual:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tokenfunnel.ops.detail import ahead
+
 
 def _norm(x: Tensor) -> Tensor:
     # scale-free inputs: DINOv2's background tokens leave the projector with ~1.8x the norm of object tokens
@@ -56,9 +58,7 @@ class Compressor(nn.Module):
             cells = torch.arange(total, device=x.device).expand(b, -1)
             return flat, cells, torch.ones(b, total, dtype=torch.long, device=x.device)
         score = self.scores(x)
-        rank = score
-        if first is not None:  # a lift larger than the scores' spread puts every first token above every other
-            rank = score + first.to(score) * (score.amax(1, keepdim=True) - score.amin(1, keepdim=True) + 1).detach()
+        rank = score if first is None else ahead(score.detach(), first)
         cells = rank.topk(k, dim=1).indices.sort(dim=1).values
         kept = torch.zeros(b, total, dtype=torch.bool, device=x.device).scatter_(1, cells, True)
         dropped = (~kept).nonzero()[:, 1].view(b, total - k)

@@ -130,6 +130,12 @@ def part_cells(parts: list[str], h: int, w: int, device=None) -> Tensor:
     return inside.flatten()
 
 
+def ahead(scores: Tensor, first: Tensor) -> Tensor:
+    """``scores`` with every ``first`` (bool, broadcast against ``scores``) entry lifted above every other one, by more
+    than their spread; the order among the first, and among the rest, is kept."""
+    return scores + first.to(scores) * (scores.max() - scores.min() + 1)
+
+
 def blocks(h: int, w: int, gh: int, gw: int, device=None) -> Tensor:
     """(h*w,) the global token (raster over gh x gw) whose block holds each cell of the h x w grid."""
     rows, cols = bins(h, gh, device), bins(w, gw, device)
