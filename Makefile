@@ -121,14 +121,16 @@ bench-clips: setup
 	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-clips benchmarks
 
 # Adaptive budgets (issue 6) against LUVC on single images, mosaics and the mixed set (tile / whole-mosaic
-# questions): 100 test questions each, keeps 0.25 and 0.11 (~50 min on 2 CPU cores). LUVC at the realised keeps of
+# questions): 300 test questions each (at 100 the margins were within one standard error), keeps 0.25 and 0.11
+# (~80 min on 2 CPU cores; ADAPTIVE_SAMPLES=100 for a ~26 min look). LUVC at the realised keeps of
 # the methods whose budget follows the input is added by scripts/adaptive_table.py --fill. The single-image and mixed
 # sweeps join benchmarks/results.json (make bench's --methods all covers the adaptive methods on easyvqa-grid).
 ADAPTIVE_SETS = easyvqa easyvqa-grid easyvqa-mixed
+ADAPTIVE_SAMPLES ?= 300
 bench-adaptive: setup
 	for set in $(ADAPTIVE_SETS); do \
 		$(BIN)/tokenfunnel bench --model bundled --dataset $$set --methods luvc,luvc-focus,lod,detail,learned,difficulty \
-			--keep 0.25,0.11 --samples 100 --seed 0 --timing-samples 2 --repeats 1 --threads 2 \
+			--keep 0.25,0.11 --samples $(ADAPTIVE_SAMPLES) --seed 0 --timing-samples 2 --repeats 1 --threads 2 \
 			--out runs/adaptive/$$set || exit 1; \
 	done
 	$(BIN)/python scripts/adaptive_table.py --runs runs/adaptive --fill --out benchmarks/adaptive
