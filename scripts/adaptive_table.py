@@ -8,13 +8,16 @@ are reused) at every realised keep of a method whose budget follows the input or
 (``difficulty``; ``detail`` without details), rounded to 3 decimals. The table pairs each adaptive row with the
 LUVC row at its realised keep, and gives agreement with the uncompressed model's answers and, on
 ``easyvqa-mixed``, accuracy on tile questions (even indices) and whole-mosaic questions (odd ones) apart, and
-``luvc-focus`` (LUVC with the question's named part first) where the sweep ran it at the same keep.
+``luvc-focus`` (LUVC with the question's named part first) where the sweep ran it at the same keep. Each margin
+comes with its paired standard error: both rows answered the same questions, so it is the spread of the
+per-question difference in correctness over the square root of their number.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -63,11 +66,11 @@ def fill(folder: Path, config: dict, keeps: list[float]) -> list[dict]:
             (folder / name).write_bytes(data)
 
 
-def scored(rows: list[dict], folder: Path, truth: list[str] | None) -> dict:
-    """Per row id: accuracy, realised keep, agreement with none, and (mixed set: the expected ``truth`` answers)
-    accuracy on tile / whole-mosaic questions."""
+def scored(rows: list[dict], folder: Path, truth: list[str], mixed: bool) -> tuple[dict, dict]:
+    """Per row id: accuracy, realised keep, agreement with none, and (``mixed`` set) accuracy on tile /
+    whole-mosaic questions; and per row id, which questions it answered as ``truth`` says."""
     base = answers(folder, "none", 1.0)
-    out = {}
+    out, hits = {}, {}
     for row in rows:
         if row.get("error"):
             continue
@@ -80,15 +83,33 @@ def scored(rows: list[dict], folder: Path, truth: list[str] | None) -> dict:
             "accuracy": row["accuracy"],
             "speedup_llm_prefill": row.get("speedup_llm_prefill"),
         }
+        if got is not None:
+            right = [a == t for a, t in zip(got["answers"], truth, strict=True)]
+            if abs(sum(right) / len(right) - row["accuracy"]) > 1e-3:
+                raise SystemExit(f"{folder}: the saved answers of {row['method']} do not score its accuracy; rerun it")
+            hits[setting_id(row["method"], row["keep"])] = right
         if got is not None and base is not None:
             mine, theirs = got["answers"], base["answers"]
             entry["agreement"] = round(sum(a == b for a, b in zip(mine, theirs, strict=True)) / len(mine), 4)
-            if truth is not None:
+            if mixed:
                 for scope, parity in (("tile", 0), ("whole", 1)):
                     part = [mine[i] == truth[i] for i in range(parity, len(mine), 2)]
                     entry[f"accuracy_{scope}"] = round(sum(part) / len(part), 4)
         out[setting_id(row["method"], row["keep"])] = entry
-    return out
+    return out, hits
+
+
+def paired_se(a: list[bool] | None, b: list[bool] | None) -> float | None:
+    """Standard error of mean(a) - mean(b) over the same questions (None without both answer lists)."""
+    if a is None or b is None or len(a) < 2:
+        return None
+    d = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / len(d)
+    return math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+
+
+def key(entry: dict) -> str:
+    return setting_id(entry["method"], entry["keep"])
 
 
 def nearest_luvc(entries: dict, keep: float, method: str = "luvc") -> dict | None:
@@ -113,8 +134,8 @@ def main() -> None:
         result = read(kept / "results.json")
         rows, config = result["rows"], result["config"]
         mixed = config["dataset"].startswith("easyvqa-mixed")
-        truth = [s.answer for s in load_set(config["dataset"], config["samples"], config["seed"])] if mixed else None
-        entries = scored(rows, folder, truth)
+        truth = [s.answer for s in load_set(config["dataset"], config["samples"], config["seed"])]
+        entries, hits = scored(rows, folder, truth, mixed)
         wanted = sorted(
             {round(e["realised_keep"], 3) for e in entries.values() if e["method"] in ADAPTIVE}
             - {round(e["realised_keep"], 3) for e in entries.values() if e["method"] == "luvc"}
@@ -125,19 +146,23 @@ def main() -> None:
             (folder / FILL).write_text(json.dumps(extra, indent=1) + "\n")
         if (folder / FILL).exists():  # beside the sweep it was measured with, never an older sweep's
             shutil.copy(folder / FILL, kept / FILL)
-            entries.update(scored(read(folder / FILL), folder, truth))
+            more, more_hits = scored(read(folder / FILL), folder, truth, mixed)
+            entries.update(more)
+            hits.update(more_hits)
         pairs = []
         for e in entries.values():
             if e["method"] not in ADAPTIVE:
                 continue
             luvc = nearest_luvc(entries, e["realised_keep"])
             focus = nearest_luvc(entries, e["realised_keep"], "luvc-focus")  # only where the sweep ran that keep
+            se = None if luvc is None else paired_se(hits.get(key(e)), hits.get(key(luvc)))
             pairs.append(
                 {
                     **e,
                     "luvc_keep": None if luvc is None else luvc["realised_keep"],
                     "luvc_accuracy": None if luvc is None else luvc["accuracy"],
                     "margin": None if luvc is None else round(e["accuracy"] - luvc["accuracy"], 4),
+                    "margin_se": None if se is None else round(se, 4),
                     "luvc_focus_accuracy": None if focus is None else focus["accuracy"],
                     **(
                         {"luvc_tile": luvc.get("accuracy_tile"), "luvc_whole": luvc.get("accuracy_whole")}
@@ -166,7 +191,7 @@ def markdown(summary: dict) -> str:
         none = next(e for e in part["rows"] if e["method"] == "none")
         lines += [f"uncompressed: accuracy {none['accuracy']:.3f}", ""]
         lines += [
-            "| method | keep asked | realised keep | accuracy | agreement | LUVC at that keep | margin "
+            "| method | keep asked | realised keep | accuracy | agreement | LUVC at that keep | margin ± paired SE "
             "| luvc-focus at that keep |"
         ]
         lines += ["|---|---|---|---|---|---|---|---|"]
@@ -174,6 +199,8 @@ def markdown(summary: dict) -> str:
             asked = "follows input" if p["keep"] is None else f"{p['keep']:g}"
             luvc = "—" if p["luvc_accuracy"] is None else f"{p['luvc_accuracy']:.3f} (keep {p['luvc_keep']:.3f})"
             margin = "—" if p["margin"] is None else f"{p['margin']:+.3f}"
+            if p.get("margin_se") is not None:
+                margin += f" ± {p['margin_se']:.3f}"
             focus = "—" if p.get("luvc_focus_accuracy") is None else f"{p['luvc_focus_accuracy']:.3f}"
             acc = f"{p['accuracy']:.3f}"
             if "accuracy_tile" in p:
