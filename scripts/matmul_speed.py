@@ -1,6 +1,6 @@
 """How fast this CPU multiplies LM-shaped matrices in fp32 and bf16 (decides the dtype for training/eval).
 
-    python scripts/matmul_speed.py
+python scripts/matmul_speed.py
 """
 
 import time
