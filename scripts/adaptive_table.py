@@ -41,6 +41,11 @@ def setting_id(method: str, keep: float | None) -> str:
     return Setting(method, keep).id
 
 
+def key(row: dict) -> str:
+    """The setting id of a row or entry (its method and the keep asked)."""
+    return setting_id(row["method"], row["keep"])
+
+
 def answers(folder: Path, method: str, keep: float | None) -> dict | None:
     """The answers a sweep in ``folder`` saved for one setting (its progress store), or None."""
     return Store(folder, {}).saved_accuracy(Setting(method, keep))
@@ -87,15 +92,15 @@ def scored(rows: list[dict], folder: Path, truth: list[str], mixed: bool) -> tup
             right = [a == t for a, t in zip(got["answers"], truth, strict=True)]
             if abs(sum(right) / len(right) - row["accuracy"]) > 1e-3:
                 raise SystemExit(f"{folder}: the saved answers of {row['method']} do not score its accuracy; rerun it")
-            hits[setting_id(row["method"], row["keep"])] = right
-        if got is not None and base is not None:
-            mine, theirs = got["answers"], base["answers"]
-            entry["agreement"] = round(sum(a == b for a, b in zip(mine, theirs, strict=True)) / len(mine), 4)
-            if mixed:
-                for scope, parity in (("tile", 0), ("whole", 1)):
-                    part = [mine[i] == truth[i] for i in range(parity, len(mine), 2)]
-                    entry[f"accuracy_{scope}"] = round(sum(part) / len(part), 4)
-        out[setting_id(row["method"], row["keep"])] = entry
+            hits[key(row)] = right
+            if base is not None:
+                mine, theirs = got["answers"], base["answers"]
+                entry["agreement"] = round(sum(a == b for a, b in zip(mine, theirs, strict=True)) / len(mine), 4)
+                if mixed:
+                    for scope, parity in (("tile", 0), ("whole", 1)):
+                        part = right[parity::2]
+                        entry[f"accuracy_{scope}"] = round(sum(part) / len(part), 4)
+        out[key(row)] = entry
     return out, hits
 
 
@@ -106,10 +111,6 @@ def paired_se(a: list[bool] | None, b: list[bool] | None) -> float | None:
     d = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
     mean = sum(d) / len(d)
     return math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
-
-
-def key(entry: dict) -> str:
-    return setting_id(entry["method"], entry["keep"])
 
 
 def nearest_luvc(entries: dict, keep: float, method: str = "luvc") -> dict | None:
@@ -176,7 +177,7 @@ def main() -> None:
             "seed": config["seed"],
             "rows": list(entries.values()),
             "pairs": pairs,
-            "refused": {setting_id(r["method"], r["keep"]): r["error"] for r in rows if r.get("error")},
+            "refused": {key(r): r["error"] for r in rows if r.get("error")},
         }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
