@@ -11,6 +11,12 @@ uncompressed model and every keep run interleaved (A/B/C/...), each timed as the
 after one warm-up, so machine drift hits all alike. Speedup = median over samples of uncompressed / compressed
 LLM prefill time; the FLOP-ideal speedup comes from the analytic FLOPs of the tokens entering each layer.
 
+The FLOP-ideal assumes a layer's time is proportional to its FLOPs, which a CPU (or GPU) does not honour at small
+token counts. So each row also has the ceiling this hardware allows: the same language model, unpatched, fed random
+embeddings of each layer's realised token count (a layer's cost read as 1/L of a full forward at that count), timed
+in the same interleaved way. ``plain_speedup`` is that ceiling's speedup and ``share_of_plain`` the measured speedup
+over it: what LUVC itself loses (scoring, gathers, masks), apart from what the hardware loses.
+
 ``--model llava-1.5-shape``: random weights in LLaVA-1.5-7B's shapes (CLIP ViT-L/14 at 336 px = 576 visual
 tokens, Llama-7B layers: hidden 4096, MLP 11008, 32 heads) with only ``--layers`` decoder layers so it fits in
 memory on a CPU; every layer has the same shape, so the per-layer cost ratio is the 32-layer model's. A short
@@ -42,6 +48,20 @@ def timed(model, batch, repeats: int) -> float:
     return statistics.median(seconds[1:])
 
 
+def timed_plain(lm, tokens: int, repeats: int) -> float:
+    """Median seconds of an unpatched forward of ``lm`` on ``tokens`` random embeddings (one warm-up)."""
+    x = torch.randn(1, tokens, lm.config.hidden_size)
+    with llm_timer(lm) as seconds:
+        for _ in range(repeats + 1):
+            lm(inputs_embeds=x, use_cache=True)
+    return statistics.median(seconds[1:])
+
+
+def ceiling(plain: dict[int, float], tokens_per_layer: list[int]) -> float:
+    """Seconds a prefill whose layers take ``tokens_per_layer`` tokens would need at the unpatched per-layer cost."""
+    return sum(plain[t] for t in tokens_per_layer) / len(tokens_per_layer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=float, nargs="+", default=[0.5, 0.25, 0.11])
@@ -65,6 +85,7 @@ def main() -> None:
         image_token = model.config.image_token_id
     config = model.config.text_config
     times: dict[float, list[float]] = {k: [] for k in [1.0, *args.keep]}
+    plain_times: dict[float, list[float]] = {k: [] for k in times}
     counts: dict[float, list[int]] = {}
     text_tokens = 0
     with torch.no_grad():
@@ -78,12 +99,17 @@ def main() -> None:
                 with tokenfunnel.compress(model, "luvc", keep=keep, every=args.every) as handle:
                     times[keep].append(timed(model, batch, args.repeats))
                     counts[keep] = handle.report()["llm_visual_tokens"]
+            lm = model.model.language_model
+            plain = {t: timed_plain(lm, t, args.repeats) for t in {text_tokens + n for c in counts.values() for n in c}}
+            for setting, c in counts.items():
+                plain_times[setting].append(ceiling(plain, [text_tokens + n for n in c]))
     full = prefill_flops([text_tokens + n for n in counts[1.0]], config)
     rows = []
     for keep, seconds in times.items():
         flops = prefill_flops([text_tokens + n for n in counts[keep]], config)
         speedups = [a / b for a, b in zip(times[1.0], seconds, strict=True)]
         ideal = full / flops
+        plain_speedup = statistics.median(a / b for a, b in zip(plain_times[1.0], plain_times[keep], strict=True))
         rows.append(
             {
                 "method": "none" if keep == 1.0 else "luvc",
@@ -94,6 +120,9 @@ def main() -> None:
                 "flops_llm": flops,
                 "flops_ideal_speedup": round(ideal, 3),
                 "share_of_ideal": round(statistics.median(speedups) / ideal, 3),
+                "plain_speedup": round(plain_speedup, 3),
+                "plain_share_of_ideal": round(plain_speedup / ideal, 3),
+                "share_of_plain": round(statistics.median(speedups) / plain_speedup, 3),
             }
         )
         print(json.dumps(rows[-1]), flush=True)

@@ -52,6 +52,16 @@ class BenchModel:
     def decoder_layers(self) -> int:
         return self.text_config.num_hidden_layers
 
+    def prompt_tokens(self, batch: dict) -> tuple[int, int]:
+        """(text, visual) tokens of a batch-1 prompt as the uncompressed model sees it."""
+        visual = int((batch["input_ids"][0] == self.image_token_id).sum())
+        return int(batch["attention_mask"][0].sum()) - visual, visual
+
+    def llm_tokens(self, report: dict, visual: int) -> list[int]:
+        """Visual tokens entering each decoder layer in the forward a handle's ``report`` describes (``{}``: the
+        uncompressed model, ``visual`` in every layer)."""
+        return list(report.get("llm_visual_tokens") or [report.get("visual_tokens", visual)] * self.decoder_layers)
+
     def inputs(self, batch: dict) -> dict:
         """Keyword arguments of a forward on ``batch`` (its tensors, plus prompt positions where they apply)."""
         if self.positions:

@@ -81,8 +81,7 @@ def decode_rate(bench: BenchModel, batch: dict, tokens: int = DECODE_TOKENS) -> 
 
 def profile(bench: BenchModel, batch: dict, setting: Setting) -> dict:
     """Token counts, FLOPs, KV-cache bytes, peak memory and decode rate of ``setting`` on one batch-1 prompt."""
-    visual = int((batch["input_ids"][0] == bench.image_token_id).sum())
-    text = int(batch["attention_mask"][0].sum()) - visual
+    text, visual = bench.prompt_tokens(batch)
     with setting.applied(bench.model, bench.processor) as handle:
         layers = bench.adapter.encoder_layers or list(getattr(bench.adapter.vision_tower, "blocks", []))
         with encoder_counter(layers) as counted:
@@ -91,13 +90,13 @@ def profile(bench: BenchModel, batch: dict, setting: Setting) -> dict:
         del out
         report = handle.report() if handle is not None else {}
         rate = decode_rate(bench, batch)
-    llm = report.get("llm_visual_tokens") or [report.get("visual_tokens", visual)] * bench.decoder_layers
+    llm = bench.llm_tokens(report, visual)
     encoder = report.get("encoder_tokens") or counted
     return {
         "text_tokens": text,
         "original_visual_tokens": report.get("original_visual_tokens", visual),
         "visual_tokens": report.get("visual_tokens", visual),
-        "llm_visual_tokens": list(llm),
+        "llm_visual_tokens": llm,
         "encoder_tokens": list(encoder),
         "realised_keep": report.get("keep", 1.0),
         "encoder_keep": report.get("encoder_keep", 1.0),

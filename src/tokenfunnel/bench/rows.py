@@ -96,6 +96,8 @@ def build_row(
             row[name] = _round(times[name], 6)
         row["speedup_llm_prefill"] = _round(times["speedup_llm_prefill"], 4)
         row["speedup_ttft"] = _round(times["speedup_ttft"], 4)
+        if times["flops_ideal_speedup"] is not None:  # taken on the timed prompts, like the speedups beside it
+            row["flops_ideal_speedup"] = round(times["flops_ideal_speedup"], 4)
         row["overhead_frac"] = _round(times["overhead_s"] / times["ttft_s"], 4)
     row["timing_prompts"] = len(timed)
     return row

@@ -5,6 +5,8 @@ gets one warm-up prefill and then ``repeats`` timed ones, batch 1. One prefill y
 ``vision_s`` (the vision tower's forward), ``llm_prefill_s`` (the language model's forward), ``ttft_s`` (the whole
 model on the prompt up to the first token: vision, projector, LM, LM head, argmax) and ``overhead_s`` (the parts
 of it that were tokenfunnel's own work, from ``runtime.clock.overhead``). On CUDA every clock read synchronises.
+Each setting also records the analytic LLM FLOPs of the prompt as it ran, so the FLOP-ideal speedup is taken on
+the very prompts that were timed (budgets that follow the input or the question differ from prompt to prompt).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from tokenfunnel.bench.flops import prefill_flops
 from tokenfunnel.bench.models import BenchModel
 from tokenfunnel.bench.prefill import llm_timer
 from tokenfunnel.bench.settings import Setting
@@ -58,14 +61,18 @@ def measure(bench: BenchModel, batch: dict) -> dict[str, float]:
 
 def time_prompt(
     bench: BenchModel, batch: dict, settings: list[Setting], repeats: int, step: Callable[[], None] | None = None
-) -> dict[str, dict[str, list[float]]]:
-    """``{setting id: {field: [seconds of each timed repeat]}}`` for one prompt, settings interleaved."""
+) -> dict[str, dict[str, list[float] | float]]:
+    """``{setting id: {field: [seconds of each timed repeat], "flops_llm": FLOPs}}`` for one prompt, settings
+    interleaved."""
+    text, visual = bench.prompt_tokens(batch)
     out = {}
     for setting in settings:
-        with setting.applied(bench.model, bench.processor):
+        with setting.applied(bench.model, bench.processor) as handle:
             measure(bench, batch)  # warm-up: caches, allocator, lazy initialisation
             runs = [measure(bench, batch) for _ in range(repeats)]
+            tokens = bench.llm_tokens(handle.report() if handle is not None else {}, visual)
         out[setting.id] = {name: [run[name] for run in runs] for name in FIELDS}
+        out[setting.id]["flops_llm"] = prefill_flops([text + n for n in tokens], bench.text_config)
         if step is not None:
             step()
     return out
@@ -74,12 +81,16 @@ def time_prompt(
 def summarise(per_prompt: list[dict[str, dict[str, list[float]]]], setting: str, baseline: str) -> dict:
     """Medians over prompts of each prompt's median over repeats, and speedups: the median over prompts of the
     per-prompt ratio baseline / setting (so a prompt that ran during a slow spell on the machine still compares
-    like with like)."""
+    like with like). ``flops_ideal_speedup`` is the median over the same prompts of their FLOP ratios (None for
+    timings stored before FLOPs were recorded)."""
     if not per_prompt:
-        return dict.fromkeys((*FIELDS, "speedup_llm_prefill", "speedup_ttft"))
-    medians = [{k: statistics.median(v) for k, v in prompt[setting].items()} for prompt in per_prompt]
-    base = [{k: statistics.median(v) for k, v in prompt[baseline].items()} for prompt in per_prompt]
+        return dict.fromkeys((*FIELDS, "speedup_llm_prefill", "speedup_ttft", "flops_ideal_speedup"))
+    medians = [{k: statistics.median(prompt[setting][k]) for k in FIELDS} for prompt in per_prompt]
+    base = [{k: statistics.median(prompt[baseline][k]) for k in FIELDS} for prompt in per_prompt]
     out = {name: statistics.median(m[name] for m in medians) for name in FIELDS}
     for name, field in (("speedup_llm_prefill", "llm_prefill_s"), ("speedup_ttft", "ttft_s")):
         out[name] = statistics.median(b[field] / m[field] for b, m in zip(base, medians, strict=True))
+    flops = [(prompt[baseline].get("flops_llm"), prompt[setting].get("flops_llm")) for prompt in per_prompt]
+    known = all(b is not None and s is not None for b, s in flops)
+    out["flops_ideal_speedup"] = statistics.median(b / s for b, s in flops) if known else None
     return out
