@@ -5,11 +5,14 @@
         --out benchmarks/luvc_speed_llava_shape.json
     python scripts/luvc_speed.py --model llava-1.5-shape --layers 16 --samples 1 --repeats 2 --threads 2 \
         --out benchmarks/luvc_speed_llava_shape_16.json
+    python scripts/luvc_speed.py --model llava-1.5-shape --layers 32 --samples 4 --repeats 10 --device cuda \
+        --dtype bfloat16 --out benchmarks/luvc_speed_llava_shape_gpu.json   # all 32 layers, SDPA, on a GPU
 
-Batch 1, fp32, one mosaic question per sample (test split: timing only, no accuracy). For each sample the
-uncompressed model and every keep run interleaved (A/B/C/...), each timed as the median of --repeats prefills
-after one warm-up, so machine drift hits all alike. Speedup = median over samples of uncompressed / compressed
-LLM prefill time; the FLOP-ideal speedup comes from the analytic FLOPs of the tokens entering each layer.
+Batch 1, fp32 unless --dtype says otherwise, one mosaic question per sample (test split: timing only, no
+accuracy). For each sample the uncompressed model and every keep run interleaved (A/B/C/...), each timed as the
+median of --repeats prefills after one warm-up, so machine drift hits all alike. Speedup = median over samples
+of uncompressed / compressed LLM prefill time; the FLOP-ideal speedup comes from the analytic FLOPs of the
+tokens entering each layer.
 
 The FLOP-ideal assumes a layer's time is proportional to its FLOPs, which a CPU (or GPU) does not honour at small
 token counts. So each row also has the ceiling this hardware allows: the same language model, unpatched, fed random
@@ -35,7 +38,7 @@ import torch
 
 import tokenfunnel
 from tokenfunnel.bench.flops import prefill_flops
-from tokenfunnel.bench.models import llava_shaped, synthetic_batch
+from tokenfunnel.bench.models import DTYPES, OnDevice, llava_shaped, synthetic_batch
 from tokenfunnel.bench.prefill import llm_timer
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import prompt_positions
@@ -50,7 +53,8 @@ def timed(model, batch, repeats: int) -> float:
 
 def timed_plain(lm, tokens: int, repeats: int) -> float:
     """Median seconds of an unpatched forward of ``lm`` on ``tokens`` random embeddings (one warm-up)."""
-    x = torch.randn(1, tokens, lm.config.hidden_size)
+    weight = lm.embed_tokens.weight
+    x = torch.randn(1, tokens, lm.config.hidden_size, device=weight.device, dtype=weight.dtype)
     with llm_timer(lm) as seconds:
         for _ in range(repeats + 1):
             lm(inputs_embeds=x, use_cache=True)
@@ -71,17 +75,21 @@ def main() -> None:
     parser.add_argument("--model", choices=("bundled", "llava-1.5-shape"), default="bundled")
     parser.add_argument("--layers", type=int, default=4, help="decoder layers of llava-1.5-shape")
     parser.add_argument("--every", type=int, default=1, help="LUVC option: decoder layers between drops")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    dtype = DTYPES[args.dtype]
     if args.model == "bundled":
         model, processor = tokenfunnel.load_bundled(quiet=True)
+        model.to(args.device, dtype)
         items = easyvqa.load_set("easyvqa-grid", args.samples, seed=1)
-        batches = [processor([item.image], [item.question]) for item in items]
+        batches = [OnDevice(processor, args.device, dtype)([item.image], [item.question]) for item in items]
         image_token = processor.image_token_id
     else:
-        model = llava_shaped(args.layers)
-        batches = [synthetic_batch(model.config, seed) for seed in range(args.samples)]
+        model = llava_shaped(args.layers, args.device, dtype)
+        batches = [synthetic_batch(model.config, seed, args.device, dtype=dtype) for seed in range(args.samples)]
         image_token = model.config.image_token_id
     config = model.config.text_config
     times: dict[float, list[float]] = {k: [] for k in [1.0, *args.keep]}
@@ -136,9 +144,12 @@ def main() -> None:
         "threads": args.threads,
         "text_tokens": text_tokens,
         "visual_tokens": counts[1.0][0],
-        "machine": platform.processor() or platform.machine(),
+        "machine": torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else (platform.processor() or platform.machine()),
+        "attention": model.config.text_config._attn_implementation,
         "torch": torch.__version__,
-        "dtype": "float32",
+        "dtype": args.dtype,
         "batch": 1,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

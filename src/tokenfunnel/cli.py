@@ -387,6 +387,7 @@ def bench(
     batch_size: int = typer.Option(8, "--batch-size", help="Questions per forward when scoring accuracy."),
     layers: int = typer.Option(4, "--layers", help="Decoder layers of llava-7b-shape."),
     device: str = typer.Option("auto", "--device", help="auto (this rank's GPU if any), cpu or cuda."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights' dtype: float32, bfloat16 or float16."),
     out: Path = typer.Option(Path("benchmarks"), "--out", help="Folder for results.{json,csv,md}, pareto.png."),
     as_json: bool = typer.Option(False, "--json", help="Also print results.json's object on stdout."),
 ) -> None:
@@ -399,7 +400,7 @@ def bench(
     from tokenfunnel.bench import data
     from tokenfunnel.bench.distributed import device_for
     from tokenfunnel.bench.errors import BenchError
-    from tokenfunnel.bench.models import NAMES, SHAPE, fingerprint
+    from tokenfunnel.bench.models import DTYPES, NAMES, SHAPE, fingerprint
     from tokenfunnel.bench.provenance import machine_id
     from tokenfunnel.bench.store import Store
     from tokenfunnel.bench.sweep import BenchConfig
@@ -418,6 +419,8 @@ def bench(
         fail(f"--device must be auto, cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda but torch sees no GPU: use --device cpu")
+    if dtype not in DTYPES:
+        fail(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     shape = model == SHAPE
     try:
         if not shape:
@@ -443,6 +446,7 @@ def bench(
         weights=fingerprint(model),
         methods=tuple(chosen),
         keeps=tuple(keeps),
+        dtype=dtype,
     )
     store = Store(out, config.identity())
     try:
@@ -460,7 +464,7 @@ def _run_bench(config, store, where, as_json: bool) -> None:
     from tokenfunnel.bench.bar import Bar
     from tokenfunnel.bench.distributed import join
     from tokenfunnel.bench.errors import BenchError
-    from tokenfunnel.bench.models import load_model
+    from tokenfunnel.bench.models import DTYPES, load_model
     from tokenfunnel.bench.sweep import run_sweep
     from tokenfunnel.viz.pareto import write_pareto
 
@@ -475,7 +479,7 @@ def _run_bench(config, store, where, as_json: bool) -> None:
                 highlight=False,
             )
         try:
-            bench_model = load_model(config.model, config.layers or 0, where)
+            bench_model = load_model(config.model, config.layers or 0, where, DTYPES[config.dtype])
             with Bar(err, enabled=group.main) as bar:
                 rows = run_sweep(config, bench_model, store, group, bar)
         except BenchError as error:

@@ -23,7 +23,7 @@ def bundled_bench(bundled):
 
 @pytest.fixture
 def use_bundled(monkeypatch, bundled_bench):
-    monkeypatch.setattr(models, "load_model", lambda name, layers, device: bundled_bench)
+    monkeypatch.setattr(models, "load_model", lambda name, layers, device, dtype: bundled_bench)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def tiny_sweep(tmp_path_factory, bundled_bench):
     out = tmp_path_factory.mktemp("tiny-sweep")
     before = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(models, "load_model", lambda name, layers, device: bundled_bench)
+        patch.setattr(models, "load_model", lambda name, layers, device, dtype: bundled_bench)
         result = invoke([*TINY, "--out", out, "--json"])
     torch.set_num_threads(before)
     assert result.exit_code == 0, result.output

@@ -23,6 +23,7 @@ from .helpers import TINY, invoke, one_clear_line
         (["--repeats", "0"], "--repeats must be at least 1"),
         (["--timing-samples", "-1"], "--timing-samples must be at least 0"),
         (["--device", "tpu"], "--device must be auto, cpu or cuda"),
+        (["--dtype", "fp8"], "--dtype must be one of float32, bfloat16, float16, got 'fp8'"),
     ],
 )
 def test_bad_input_gives_one_clear_line(tmp_path, args, message):

@@ -19,6 +19,7 @@ from tokenfunnel.ops.positions import prompt_positions
 
 SHAPE = "llava-7b-shape"
 NAMES = ("bundled", SHAPE)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -68,21 +69,27 @@ class BenchModel:
             return {**batch, "position_ids": prompt_positions(batch["attention_mask"])}
         return dict(batch)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
     def prompts(self, items: list, count: int) -> list[dict]:
         """``count`` batch-1 prompts for timing: the first dataset items, or synthetic ones for a shape model."""
         if self.processor is None:
-            return [synthetic_batch(self.model.config, seed, self.device) for seed in range(count)]
+            return [synthetic_batch(self.model.config, seed, self.device, dtype=self.dtype) for seed in range(count)]
         return [self.processor([model_input(item)], [item.question]) for item in items[:count]]
 
 
 class OnDevice:
-    """Wraps a processor so that its batches land on the model's device (scoring calls it directly)."""
+    """Wraps a processor so that its batches land on the model's device, pixels in its dtype (scoring calls it
+    directly)."""
 
-    def __init__(self, processor, device: torch.device) -> None:
-        self._processor, self._device = processor, device
+    def __init__(self, processor, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+        self._processor, self._device, self._dtype = processor, device, dtype
 
     def __call__(self, images, questions):
-        return self._processor(images, questions).to(self._device)
+        batch = self._processor(images, questions).to(self._device)
+        return batch if self._dtype == torch.float32 else batch.to(self._dtype)  # casts floating tensors only
 
     def __getattr__(self, name: str):
         return getattr(self._processor, name)
@@ -123,10 +130,11 @@ class ChatProcessor:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 
 
-def llava_shaped(layers: int):
+def llava_shaped(layers: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
     """Random weights in LLaVA-1.5-7B's shapes (CLIP ViT-L/14 at 336 px = 576 visual tokens; Llama-7B layers:
     hidden 4096, MLP 11008, 32 heads) with only ``layers`` decoder layers, so it fits in a CPU's memory: every
-    layer has the same shape, so per-layer cost ratios are the 32-layer model's."""
+    layer has the same shape, so per-layer cost ratios are the 32-layer model's. Built on ``device`` in ``dtype``
+    directly (a 32-layer model never passes through a CPU's memory in float32)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vision = CLIPVisionConfig(
@@ -154,13 +162,16 @@ def llava_shaped(layers: int):
         vision_feature_select_strategy="default",
     )
     torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).eval()
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
     model.generation_config.eos_token_id = None  # random weights: never stop early, always emit what was asked
     model.generation_config.pad_token_id = 0
     return model
 
 
-def synthetic_batch(config, seed: int = 0, device: torch.device | str = "cpu", text: int = 20) -> dict:
+def synthetic_batch(
+    config, seed: int = 0, device: torch.device | str = "cpu", text: int = 20, dtype: torch.dtype = torch.float32
+) -> dict:
     """One LLaVA prompt: ``text`` tokens before and after the image's placeholders, and a random image."""
     vc = config.vision_config
     visual = (vc.image_size // vc.patch_size) ** 2
@@ -168,12 +179,12 @@ def synthetic_batch(config, seed: int = 0, device: torch.device | str = "cpu", t
     g = torch.Generator().manual_seed(seed)
     words = torch.randint(3, min(token, config.text_config.vocab_size), (2 * text,), generator=g)
     ids = torch.cat([words[:text], torch.full((visual,), token), words[text:]])[None]
-    pixels = torch.randn(1, vc.num_channels, vc.image_size, vc.image_size, generator=g)
+    pixels = torch.randn(1, vc.num_channels, vc.image_size, vc.image_size, generator=g).to(dtype)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _bundled(device: torch.device) -> BenchModel:
+def _bundled(device: torch.device, dtype: torch.dtype) -> BenchModel:
     from tokenfunnel.models.bundled import load_bundled
     from tokenfunnel.models.errors import BundledModelError
 
@@ -181,11 +192,11 @@ def _bundled(device: torch.device) -> BenchModel:
         model, processor = load_bundled(quiet=True)
     except BundledModelError as error:
         raise BenchError(str(error)) from None
-    model.to(device)
-    return BenchModel("bundled", model, OnDevice(processor, device), processor.image_token_id, device)
+    model.to(device, dtype)
+    return BenchModel("bundled", model, OnDevice(processor, device, dtype), processor.image_token_id, device)
 
 
-def _folder(path: Path, device: torch.device) -> BenchModel:
+def _folder(path: Path, device: torch.device, dtype: torch.dtype) -> BenchModel:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:
@@ -193,11 +204,11 @@ def _folder(path: Path, device: torch.device) -> BenchModel:
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise BenchError(f"cannot build a processor from {path}: {error}".splitlines()[0]) from None
     try:
-        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch.float32)
+        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=dtype)
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise BenchError(f"cannot load a vision-language model from {path}: {error}".splitlines()[0]) from None
     bench = BenchModel(
-        str(path), model.eval().to(device), OnDevice(processor, device), processor.image_token_id, device
+        str(path), model.eval().to(device), OnDevice(processor, device, dtype), processor.image_token_id, device
     )
     try:
         bench.adapter  # noqa: B018 - an unsupported family fails here, clearly, before any work
@@ -227,14 +238,15 @@ def fingerprint(name: str) -> str:
     return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
 
-def load_model(name: str, layers: int, device: torch.device) -> BenchModel:
-    """``bundled``, ``llava-7b-shape`` (``layers`` decoder layers) or a local folder of a supported family."""
+def load_model(name: str, layers: int, device: torch.device, dtype: torch.dtype = torch.float32) -> BenchModel:
+    """``bundled``, ``llava-7b-shape`` (``layers`` decoder layers) or a local folder of a supported family, its
+    weights in ``dtype``."""
     if name == "bundled":
-        return _bundled(device)
+        return _bundled(device, dtype)
     if name == SHAPE:
-        model = llava_shaped(layers).to(device)
+        model = llava_shaped(layers, device, dtype)
         return BenchModel(SHAPE, model, None, model.config.image_token_id, device)
     path = Path(name).expanduser()
     if not path.is_dir():
         raise BenchError(f"unknown model {name!r}: use {', '.join(NAMES)} or a local model folder")
-    return _folder(path, device)
+    return _folder(path, device, dtype)

@@ -51,7 +51,7 @@ def to_markdown(rows: list[dict], config: dict) -> str:
     lines = [
         f"tokenfunnel bench: model {config['model']}, dataset {config['dataset']}, {config['samples']} questions, "
         f"seed {config['seed']}, timing on {config['timing_samples']} prompts x {config['repeats']} repeats, "
-        f"{config['threads']} threads, {config['device']}",
+        f"{config['threads']} threads, {config['device']}, {config.get('dtype', 'float32')}",
         "",
         header,
         "|" + "---|" * (header.count("|") - 1),

@@ -40,6 +40,7 @@ COLUMNS = (
     "repeats",
     "threads",
     "device",
+    "dtype",
     "error",
 )
 PROFILE_KEYS = (

@@ -40,6 +40,10 @@ def _write(path: Path, value) -> None:
     os.replace(temporary, path)
 
 
+# identity keys added after sweeps were stored, with the value those sweeps ran with (so they still resume)
+STORED_BEFORE = {"dtype": "float32"}
+
+
 def _differences(ours: dict, theirs: dict) -> list[str]:
     keys = sorted(set(ours) | set(theirs))
     return [f"{k} {theirs.get(k)!r} (now {ours.get(k)!r})" for k in keys if ours.get(k) != theirs.get(k)]
@@ -60,7 +64,7 @@ class Store:
         for path, found in ((self.root / "config.json", _read(self.root / "config.json")), self._results()):
             if found is None:
                 continue
-            differences = _differences(self.identity, found)
+            differences = _differences(self.identity, {**STORED_BEFORE, **found})
             if differences:
                 raise BenchError(
                     f"{self.out} holds a sweep of another configuration ({path.name}: {'; '.join(differences)}): "
@@ -79,7 +83,7 @@ class Store:
         config = found.get("config") if isinstance(found, dict) else None
         if not isinstance(config, dict) or "rows" not in found:
             raise BenchError(f"{path} is not a tokenfunnel bench result; pick another --out")
-        return path, {k: config.get(k) for k in self.identity}
+        return path, {k: config.get(k, STORED_BEFORE.get(k)) for k in self.identity}
 
     def start(self) -> None:
         _write(self.root / "config.json", self.identity)

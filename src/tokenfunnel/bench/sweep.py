@@ -44,6 +44,7 @@ class BenchConfig:
     weights: str  # models.fingerprint(): resuming on retrained weights would mix models
     methods: tuple[str, ...]
     keeps: tuple[float, ...]
+    dtype: str = "float32"  # of the weights and pixels; a name in DTYPES
 
     def identity(self) -> dict:
         """What results depend on; methods and keeps may grow between runs (finished settings are reused)."""
@@ -116,6 +117,7 @@ def run_sweep(
         "repeats": config.repeats,
         "threads": config.threads,
         "device": str(bench.device),
+        "dtype": config.dtype,
     }
     baseline = profiles.get(settings[0].id)
     return [

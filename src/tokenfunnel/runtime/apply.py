@@ -19,9 +19,11 @@ _UNSUPPORTED_OUTPUTS = ("output_attentions", "output_hidden_states")
 
 
 def downscale(pixels: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
-    """``pixels`` (I, 3, H, W) resized to a (gh, gw) patch grid: bilinear, antialiased (a smaller image, not a crop)."""
+    """``pixels`` (I, 3, H, W) resized to a (gh, gw) patch grid: bilinear, antialiased (a smaller image, not a crop).
+    Computed in float32 (the CPU's antialiased kernel has no bfloat16 or float16) and returned in ``pixels``' dtype."""
     size = (grid[0] * patch, grid[1] * patch)
-    return F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)
+    small = F.interpolate(pixels.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return small.to(pixels.dtype)
 
 
 class Runtime:

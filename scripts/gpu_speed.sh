@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Speed at LLaVA-1.5-7B's full shape on a GPU: all 32 decoder layers, bf16, SDPA, random weights.
+#
+#   bash scripts/gpu_speed.sh            # on a machine whose python3 holds torch and transformers
+#
+# Nothing is installed: the package runs from src/ (a lent device machine can fetch nothing). Two measurements,
+# about 5 minutes on an H100 together:
+# 1. scripts/luvc_speed.py: LUVC at keep 0.5 / 0.25 / 0.11 against uncompressed, with the FLOP-ideal and the
+#    hardware's ceiling (the unpatched LM fed the same token counts);
+# 2. tokenfunnel bench --model llava-7b-shape: every method at the same keeps, one table.
+# Results land in runs/gpu-DEVICE-DTYPE-LAYERS/ and, where $OUT is set (the device tool), their five files are
+# copied there too.
+# LAYERS, DEVICE, DTYPE, SAMPLES and REPEATS override the defaults (LAYERS=1 DEVICE=cpu tries the script on a CPU).
+set -euo pipefail
+layers=${LAYERS:-32}
+device=${DEVICE:-cuda}
+dtype=${DTYPE:-bfloat16}
+out=runs/gpu-$device-$dtype-$layers
+samples=${SAMPLES:-4}
+repeats=${REPEATS:-10}
+mkdir -p "$out"
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+python=${PYTHON:-python3}
+if [ "$device" = cuda ]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"; fi
+"$python" scripts/luvc_speed.py --model llava-1.5-shape --layers "$layers" --samples "$samples" --repeats "$repeats" \
+    --device "$device" --dtype "$dtype" --out "$out/luvc_speed_llava_shape_gpu.json"
+"$python" -m tokenfunnel bench --model llava-7b-shape --layers "$layers" --methods all --keep 0.5,0.25,0.11 \
+    --timing-samples "$samples" --repeats "$repeats" --device "$device" --dtype "$dtype" --out "$out/bench"
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
+    cp "$out/luvc_speed_llava_shape_gpu.json" "$out/bench/results.json" "$out/bench/results.md" "$out/bench/pareto.png" "$OUT/"
+    if [ -f "$out/gpu.txt" ]; then cp "$out/gpu.txt" "$OUT/"; fi
+fi
