@@ -17,8 +17,8 @@ tokens entering each layer.
 The FLOP-ideal assumes a layer's time is proportional to its FLOPs, which a CPU (or GPU) does not honour at small
 token counts. So each row also has the ceiling this hardware allows: the same language model, unpatched, fed random
 embeddings of each layer's realised token count (a layer's cost read as 1/L of a full forward at that count), timed
-in the same interleaved way. ``plain_speedup`` is that ceiling's speedup and ``share_of_plain`` the measured speedup
-over it: what LUVC itself loses (scoring, gathers, masks), apart from what the hardware loses.
+right after the setting it belongs to. ``plain_speedup`` is that ceiling's speedup and ``share_of_plain`` the
+measured speedup over it: what LUVC itself loses (scoring, gathers, masks), apart from what the hardware loses.
 
 ``--model llava-1.5-shape``: random weights in LLaVA-1.5-7B's shapes (CLIP ViT-L/14 at 336 px = 576 visual
 tokens, Llama-7B layers: hidden 4096, MLP 11008, 32 heads) with only ``--layers`` decoder layers so it fits in
@@ -101,16 +101,18 @@ def main() -> None:
             seq = batch["input_ids"].shape[1]
             visual = int((batch["input_ids"] == image_token).sum())
             text_tokens = seq - visual
-            times[1.0].append(timed(model, batch, args.repeats))
-            counts[1.0] = [visual] * config.num_hidden_layers
-            for keep in args.keep:
-                with tokenfunnel.compress(model, "luvc", keep=keep, every=args.every) as handle:
+            for keep in times:
+                if keep == 1.0:
                     times[keep].append(timed(model, batch, args.repeats))
-                    counts[keep] = handle.report()["llm_visual_tokens"]
-            lm = model.model.language_model
-            plain = {t: timed_plain(lm, t, args.repeats) for t in {text_tokens + n for c in counts.values() for n in c}}
-            for setting, c in counts.items():
-                plain_times[setting].append(ceiling(plain, [text_tokens + n for n in c]))
+                    counts[keep] = [visual] * config.num_hidden_layers
+                else:
+                    with tokenfunnel.compress(model, "luvc", keep=keep, every=args.every) as handle:
+                        times[keep].append(timed(model, batch, args.repeats))
+                        counts[keep] = handle.report()["llm_visual_tokens"]
+                # the ceiling right after the setting it belongs to, so drift of the machine hits both alike
+                tokens = [text_tokens + n for n in counts[keep]]
+                plain = {t: timed_plain(model.model.language_model, t, args.repeats) for t in set(tokens)}
+                plain_times[keep].append(ceiling(plain, tokens))
     full = prefill_flops([text_tokens + n for n in counts[1.0]], config)
     rows = []
     for keep, seconds in times.items():
