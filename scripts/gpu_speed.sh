@@ -3,8 +3,8 @@
 #
 #   bash scripts/gpu_speed.sh            # on a machine whose python3 holds torch and transformers
 #
-# Nothing is installed: the package runs from src/ (a lent device machine can fetch nothing). Two measurements,
-# about 5 minutes on an H100 together:
+# Nothing is installed: the package runs from src/ (a lent device machine can fetch nothing). Two measurements
+# (not yet timed on a GPU):
 # 1. scripts/luvc_speed.py: LUVC at keep 0.5 / 0.25 / 0.11 against uncompressed, with the FLOP-ideal and the
 #    hardware's ceiling (the unpatched LM fed the same token counts);
 # 2. tokenfunnel bench --model llava-7b-shape: every method at the same keeps, one table.
