@@ -88,8 +88,8 @@ class OnDevice:
         self._processor, self._device, self._dtype = processor, device, dtype
 
     def __call__(self, images, questions):
-        batch = self._processor(images, questions).to(self._device)
-        return batch if self._dtype == torch.float32 else batch.to(self._dtype)  # casts floating tensors only
+        # BatchFeature.to moves every tensor and casts only the floating ones (pixels), never the token ids
+        return self._processor(images, questions).to(device=self._device, dtype=self._dtype)
 
     def __getattr__(self, name: str):
         return getattr(self._processor, name)

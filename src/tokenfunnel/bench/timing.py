@@ -78,7 +78,7 @@ def time_prompt(
     return out
 
 
-def summarise(per_prompt: list[dict[str, dict[str, list[float]]]], setting: str, baseline: str) -> dict:
+def summarise(per_prompt: list[dict[str, dict[str, list[float] | float]]], setting: str, baseline: str) -> dict:
     """Medians over prompts of each prompt's median over repeats, and speedups: the median over prompts of the
     per-prompt ratio baseline / setting (so a prompt that ran during a slow spell on the machine still compares
     like with like). ``flops_ideal_speedup`` is the median over the same prompts of their FLOP ratios (None for
