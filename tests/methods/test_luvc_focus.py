@@ -1,6 +1,7 @@
 """LUVC with focus=True on tiny LLaVAs: the encoder-stage drop runs after the projector, where the question is known,
-and keeps the tokens of the part of the picture the question names first; keep=1 is exact, a padded batch equals its
-samples, and the refusals leave nothing patched."""
+and keeps the tokens of the part of the picture the question names first; at the language-model stage every token
+enters and the decoder's drop ranks that part first. keep=1 is exact, a padded batch equals its samples, and the
+refusals leave nothing patched."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from adapters import test_idefics3
 from tiny import GRID, PATCHES, Said, assert_rows_match_alone, build, generate, logits, pair, prompt
 from tokenfunnel import LUVCConfig
 from tokenfunnel.adapters.llava import LlavaAdapter
-from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, LUVC
+from tokenfunnel.methods.luvc import ENCODER_CONTEXTUAL, FOCUS_HOLD, LUVC
 from tokenfunnel.methods.registry import make_config, reads_question
 from tokenfunnel.ops.spectrum import highfreq_score
 from tokenfunnel.runtime.patch import MARK
@@ -89,17 +90,102 @@ def test_contextual_tokens_hold_the_cells_left_out_unless_a_part_is_named(questi
     assert dominant <= set(alone.tolist()) and int((sel.sizes > 1).sum()) <= contextual
 
 
+LATE = dict(focus=True, stage="llm", start=1)  # every token through the first decoder layer, then the drop
+
+
+def test_at_the_llm_stage_keep_one_is_exact_and_a_padded_batch_equals_its_samples():
+    model = build()
+    together, alone = pair()
+    ref, ref_gen = logits(model, together), generate(model, together)
+    said = Said("In the top-left picture, what shape is there?")
+    with tokenfunnel.compress(model, "luvc", keep=1.0, tokenizer=said, **LATE):
+        assert torch.equal(logits(model, together), ref) and torch.equal(generate(model, together), ref_gen)
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=said, **LATE) as handle:
+        last, gen = logits(model, together)[:, -1], generate(model, together)
+        report = handle.report()
+        assert_rows_match_alone(model, alone, last, gen)
+    assert torch.equal(logits(model, together), ref) and not hasattr(model, MARK)
+    counts = report["llm_visual_tokens"]
+    assert counts[0] == PATCHES and max(counts[1:]) <= len(QUARTER) and report["keep"] == pytest.approx(0.25, abs=0.01)
+    assert report["stage"]["focus"] == ["top-left", "top-left"]
+
+
+def test_at_the_llm_stage_the_drop_keeps_the_named_quarter_first_and_else_ranks_as_without_focus():
+    model = build()
+    inputs = prompt()
+    said = Said("In the top-left picture, is there a circle?")
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=said, **LATE) as handle:
+        logits(model, inputs)
+        kept = handle.report()["kept"]
+    assert set(kept[0][0]) == set(range(PATCHES)) and set(kept[1][0]) < QUARTER  # all enter; the drop keeps the part
+    plain = {**LATE, "focus": False}
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **plain) as handle:
+        ref = logits(model, inputs), handle.report()["kept"]
+    assert not set(ref[1][1][0]) <= QUARTER  # the spectral scores alone would not keep the quarter
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=Said("Is it red?"), **LATE) as handle:
+        out = logits(model, inputs)
+        assert handle.report()["kept"] == ref[1] and handle.report()["stage"]["focus"] == ["none"]
+    assert torch.equal(out, ref[0])
+
+
+class ByLength:
+    """A tokenizer stand-in for a batch of ``pair()``: the long prompt's question names the top-left, the short one's
+    names nothing."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "In the top-left picture, what is it?" if len(ids) > 5 else "What is it?"
+
+
+HELD = dict(focus=True, hold=FOCUS_HOLD)  # 2/3 of a 6-layer, keep-0.25 budget: every token through the first layer
+
+
+def test_hold_carries_every_token_then_keeps_the_named_quarter_and_leaves_other_questions_as_without_it():
+    model = build()
+    inputs = prompt()
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=Said("In the top-left one, what?"), **HELD) as h:
+        logits(model, inputs)
+        report = h.report()
+    counts, kept = report["llm_visual_tokens"], report["kept"]
+    assert counts[0] == PATCHES and set(kept[0][0]) == set(range(PATCHES))
+    assert max(counts[1:]) <= len(QUARTER) and all(set(k[0]) < QUARTER for k in kept[1:])
+    assert report["keep"] == pytest.approx(0.25, abs=1 / PATCHES)
+    said = Said("Is it red?")
+    with tokenfunnel.compress(model, "luvc", keep=0.25, focus=True, tokenizer=said) as handle:
+        ref = logits(model, inputs), handle.report()["kept"]
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=said, **HELD) as handle:
+        assert torch.equal(logits(model, inputs), ref[0]) and handle.report()["kept"] == ref[1]
+
+
+def test_hold_in_a_padded_batch_of_a_named_and_an_unnamed_question_equals_its_samples():
+    model = build()
+    together, alone = pair()
+    ref, ref_gen = logits(model, together), generate(model, together)
+    with tokenfunnel.compress(model, "luvc", keep=1.0, tokenizer=ByLength(), **HELD):
+        assert torch.equal(logits(model, together), ref) and torch.equal(generate(model, together), ref_gen)
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=ByLength(), **HELD) as handle:
+        last, gen = logits(model, together)[:, -1], generate(model, together)
+        report = handle.report()
+        assert_rows_match_alone(model, alone, last, gen)
+    assert report["stage"]["focus"] == ["none", "top-left"]
+    unnamed, named = report["llm_visual_tokens"]
+    assert unnamed == [round(0.25 * PATCHES)] * LAYERS and named[0] == PATCHES and max(named[1:]) <= len(QUARTER)
+    assert torch.equal(logits(model, together), ref) and not hasattr(model, MARK)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
         ({}, "^luvc's focus reads the question as text: pass the processor's tokenizer"),
         ({"tokenizer": Said("x"), "grid_keep": None}, "grid_keep=1"),
-        ({"tokenizer": Said("x"), "stage": "llm"}, "stage='auto' or 'encoder'"),
+        ({"tokenizer": Said("x"), "hold": 1.0}, "hold must be a share in"),
+        ({"tokenizer": Said("x"), "hold": -0.1}, "hold must be a share in"),
+        ({"tokenizer": Said("x"), "hold": 0.5, "stage": "llm"}, "at stage='llm' give start instead"),
+        ({"tokenizer": Said("x"), "hold": 0.5, "focus": False}, "use it with focus=True"),
     ],
 )
 def test_bad_focus_options_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
-        LUVCConfig(keep=0.25, focus=True, **options)
+        LUVCConfig(**{"keep": 0.25, "focus": True, **options})
 
 
 def test_focus_off_the_llava_family_is_refused_and_nothing_is_patched():
@@ -109,14 +195,15 @@ def test_focus_off_the_llava_family_is_refused_and_nothing_is_patched():
     assert not hasattr(model, MARK)
 
 
-def test_the_luvc_focus_preset_is_luvc_with_focus_on():
+def test_the_luvc_focus_preset_is_luvc_with_focus_on_and_the_named_part_held():
     model = build()
     inputs = prompt()
     said = Said("In the top-left picture, what colour?")
-    with tokenfunnel.compress(model, "luvc", keep=0.25, focus=True, tokenizer=said) as handle:
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=said, **HELD) as handle:
         ref, ref_report = logits(model, inputs), handle.report()
     with tokenfunnel.compress(model, "luvc-focus", keep=0.25, tokenizer=said) as handle:
         assert torch.equal(logits(model, inputs), ref) and handle.report()["kept"] == ref_report["kept"]
+    assert ref_report["llm_visual_tokens"][0] == PATCHES  # every token through the first layer: the hold
     assert reads_question("luvc-focus") and make_config("luvc-focus", 0.25, tokenizer=said).focus
     with pytest.raises(ValueError, match="pass the processor's tokenizer"):
         tokenfunnel.compress(model, "luvc-focus", keep=0.25)

@@ -196,6 +196,7 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
         cells=new.cells,
         schedules=[list(s.counts) for s in chosen],
         stage={key: [s.info[key] for s in chosen] for key in chosen[0].info},
+        first=first_cells(chosen, per_sample, input_ids.device),
     )
     rt.record.layout = layout
     whole = all(len(s.cells) == per_sample and all(c == per_sample for c in s.counts) for s in chosen)
@@ -207,6 +208,17 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
     mask = mask.gather(1, new.index).masked_fill(new.pad, 0)
     rt.pending = layout
     return input_ids.gather(1, new.index), mask, positions.gather(1, new.index), with_features(encoded, new.features)
+
+
+def first_cells(chosen: list[Selection], cells: int, device) -> Tensor | None:
+    """(B, cells) bool: the input cells each sample's selection ranks first in later drops; None when none does."""
+    if all(s.first is None for s in chosen):
+        return None
+    out = torch.zeros(len(chosen), cells, dtype=torch.bool, device=device)
+    for i, s in enumerate(chosen):
+        if s.first is not None:
+            out[i, s.cells[s.first]] = True
+    return out
 
 
 def coarse_views(rt, run, h: int, w: int) -> tuple[tuple[int, int] | None, Tensor | None, int]:

@@ -24,6 +24,9 @@ STAGES = ("auto", "llm", "encoder")
 # contextual share of the encoder stage when none is asked for: VisionZip's 10 of 64, which led no contextual tokens
 # on dev single images and mosaics (0.3 measured level with it: README, "How the defaults were chosen")
 ENCODER_CONTEXTUAL = 10 / 64
+# the luvc-focus preset's hold: the share of the budget that carries every token through the first decoder layers
+# when the question names a part; 2/3 led the starts tried on dev mosaics (README, "LUVC on the bundled VLM")
+FOCUS_HOLD = 2 / 3
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,14 @@ class LUVCConfig:
         prompt is, after the encoder has run (``generate()`` encodes the images first), so with focus the encoder's
         last layer only scores the patches (the same 1-D spectral score and keys as the encoder stage) and the drop
         runs between the projector and the language model, where the contextual tokens average projected tokens.
-        LLaVA family, stage "auto" or "encoder" and grid_keep=1 only; needs ``tokenizer``.
+        At stage "llm" every token enters the language model and the decoder's drops (from ``start``) rank the named
+        part's tokens first, each by the layer's own score. LLaVA family and grid_keep=1 only; needs ``tokenizer``.
         ``report()["stage"]["focus"]`` gives the part used per sample.
+    hold: with focus, for a question that names a part: the share of the budget spent carrying every token through
+        the first decoder layers, as many as it pays for; then the drop keeps the named part's tokens first (by the
+        layer's spectral score) and holds what the rest of the budget allows to the last layer. The model reads
+        the whole picture in its first layers and the named part after. Questions that name no part get the drop
+        they get with ``hold=0`` (the default). The ``luvc-focus`` preset holds ``FOCUS_HOLD`` (2/3).
     tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
@@ -90,6 +99,7 @@ class LUVCConfig:
     coverage: float = 0.0
     stage: str = "auto"
     focus: bool = False
+    hold: float = 0.0
     tokenizer: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +122,12 @@ class LUVCConfig:
             raise ValueError(f"every must be >= 1 (decoder layers between drops), got {self.every}")
         if self.start < 0:
             raise ValueError(f"start must be a decoder layer index >= 0, got {self.start}")
+        if not 0 <= self.hold < 1:
+            raise ValueError(f"hold must be a share in [0, 1) of the budget, got {self.hold}")
+        if self.hold and not self.focus:
+            raise ValueError("hold only acts where the question names a part: use it with focus=True, or hold=0")
+        if self.hold and self.stage == "llm":
+            raise ValueError("hold sets the drop's layer at stage 'auto' or 'encoder'; at stage='llm' give start instead")
         if self.contextual is not None and not 0 <= self.contextual < 1:
             raise ValueError(f"contextual must be a share in [0, 1) of the tokens a drop keeps, got {self.contextual}")
         if self.stage not in STAGES:
@@ -128,10 +144,10 @@ def _check_focus(config: LUVCConfig) -> None:
             "luvc's focus reads the question as text: pass the processor's tokenizer, "
             "compress(model, 'luvc', focus=True, tokenizer=processor.tokenizer)"
         )
-    if config.grid_keep != 1.0 or config.stage == "llm":
+    if config.grid_keep != 1.0:
         raise ValueError(
-            "luvc's focus drops tokens once, between the projector and the language model, on the whole grid: use it "
-            "with grid_keep=1 and stage='auto' or 'encoder' (the defaults)"
+            "luvc's focus ranks the named part on the whole patch grid, which OIM merges away: use it with grid_keep=1 "
+            "(the default)"
         )
 
 
@@ -157,6 +173,7 @@ class LUVCFocusConfig(LUVCConfig):
     go first; needs the processor's tokenizer."""
 
     focus: bool = True
+    hold: float = FOCUS_HOLD
 
 
 class LUVC:
@@ -228,6 +245,10 @@ class LUVC:
         (h, w), layers = v.grid, v.layers
         text = question_text(c.tokenizer, v.question_ids)
         parts = named_parts(text)
+        if self.stage == "llm":
+            return self._rank(v, parts, text, c.start)
+        if parts and c.hold > 0 and c.keep < 1.0:
+            return self._rank(v, parts, text, self._held(v.layers))
         # a named part keeps its own tokens whole: averaging the rest of the picture in measured worse (README)
         context = 0.0 if parts and c.contextual is None else self.contextual
         dominant, contextual = self._split(h, w, context) if c.keep < 1.0 else (n, 0)
@@ -240,6 +261,27 @@ class LUVC:
         counts = [k] * (layers - 1) + [0 if c.final_zero and c.keep < 1.0 else k]
         info = {"focus": focus_label(parts, False), "question_text": text}
         return Selection(kept.flatten(0, 1), cells, sizes.flatten(), counts, info)
+
+    def _held(self, layers: int) -> int:
+        """The decoder layer of the drop with ``hold``: the most layers that share of the budget carries every token
+        through (the margin only absorbs rounding of keep * layers)."""
+        c = self.config
+        return min(layers - 1, int(c.hold * c.keep * layers + 1e-9))
+
+    def _rank(self, v: Visuals, parts: list[str], text: str, start: int) -> Selection:
+        """Focus at the language-model stage: every token enters; the decoder's drops (from ``start``) rank the
+        named part's tokens first, each group by the layer's spectral score."""
+        c = self.config
+        x = v.features
+        images, n = x.shape[:2]
+        total = images * n
+        counts = [total] * v.layers
+        if c.keep < 1.0:
+            counts = cascade(total, v.layers, c.keep * total, c.shape, start, c.final_zero, c.every)
+        first = part_cells(parts, *v.grid, x.device).repeat(images) if parts else None
+        cells = torch.arange(total, device=x.device)
+        info = {"focus": focus_label(parts, False), "question_text": text}
+        return Selection(x.flatten(0, 1), cells, torch.ones_like(cells), counts, info, first)
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
         c = self.config
@@ -265,6 +307,8 @@ class LUVC:
         x = self._features(inputs)
         if c.spectrum == "2d":
             scores = grid_scores(x, inputs.cells, inputs.images, c.cutoff, inputs.present)
+        elif c.spectrum == "1d" and inputs.present is not None:
+            scores = live_scores(x, inputs.present, c.cutoff)
         else:
             scores = highfreq_score(x, c.cutoff, axis="token" if c.spectrum == "1d" else "channel")
         scores = scores if c.prefer == "high" else -scores
@@ -302,6 +346,15 @@ def spectral_drop(
         return fold_rest(x, size, scores, x if metric is None else metric, dominant + contextual, contextual)
     idx = topk_in_order(scores, dominant)
     return idx, gather_tokens(x, idx), size.gather(1, idx)
+
+
+def live_scores(x: Tensor, present: Tensor, cutoff: float) -> Tensor:
+    """The 1-D spectral score of each sample's tokens in slots that hold one (``present`` (B, n)), as that sample
+    would score them alone; 0 at the others (a ragged batch's dark slots, whose states are not the sample's)."""
+    out = x.new_zeros(present.shape)
+    for i in range(x.shape[0]):
+        out[i, present[i]] = highfreq_score(x[i : i + 1, present[i]], cutoff)[0]
+    return out
 
 
 def spectral_score(inputs: ScoreInput, cutoff: float) -> Tensor:

@@ -114,6 +114,8 @@ def prefill(
                     live if ragged else None, counts[i],
                 )  # fmt: skip
                 scores = plan.score(inputs)
+                if layout.first is not None:
+                    scores = first_then(scores, layout.first.gather(1, kept.clamp(min=0)) & (kept >= 0))
                 if ragged:
                     scores = scores.masked_fill(~live, float("-inf"))
                 if fold is not None and 0 < counts[i] < kept.shape[1]:
@@ -150,6 +152,14 @@ def prefill(
         record.llm_visual_tokens = torch.stack(entered, dim=1).tolist()
     hidden = model.norm(hidden)
     return BaseModelOutputWithPast(last_hidden_state=hidden, **{CACHE: cache}), (book if use_cache else None)
+
+
+def first_then(scores: Tensor, first: Tensor) -> Tensor:
+    """Scores (B, n) that rank every ``first`` token of a row before the others, each group in ``scores``' order: minus
+    the rank, so that the order does not hang on the size of any offset (a row in a batch ranks as it does alone)."""
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    order = order.gather(1, (~first).gather(1, order).to(torch.uint8).argsort(dim=1, stable=True))
+    return -order.argsort(dim=1).to(scores.dtype)
 
 
 def _counts(plan: Plan, live: Tensor, original: int, layers: int) -> tuple[list[int], Tensor]:

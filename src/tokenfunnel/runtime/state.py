@@ -96,6 +96,9 @@ class Selection:
     sizes: Tensor  # (k,) input cells merged into each
     counts: list[int]  # visual tokens entering each decoder layer (counts[0] <= k)
     info: dict  # what the stage decided, for report()
+    # (k,) bool: tokens that every later drop in the language model ranks before the others (each group in the
+    # plan's own score order); None: the plan's scores alone
+    first: Tensor | None = None
 
 
 class Plan(Protocol):
@@ -141,6 +144,9 @@ class Layout:
     # per image of the batch: (H*W,) the token holding each original patch, -1 where dropped; None when every token
     # covers exactly its box (grid merges, pooling), so the boxes say it
     owners: list[Tensor] | None = None
+    # (B, cells of a sample) bool, from the select stage's ``Selection.first``: the cells whose tokens the decoder's
+    # drops rank first
+    first: Tensor | None = None
 
 
 def owners_of(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
