@@ -139,7 +139,7 @@ class ByLength:
 HELD = dict(focus=True, hold=FOCUS_HOLD)  # 2/3 of a 6-layer, keep-0.25 budget: every token through the first layer
 
 
-def test_hold_carries_every_token_then_keeps_the_named_quarter_and_leaves_other_questions_as_without_it():
+def test_hold_carries_every_token_then_keeps_the_named_quarter_and_leaves_the_rest_as_without_it():
     model = build()
     inputs = prompt()
     with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=Said("In the top-left one, what?"), **HELD) as h:
@@ -154,6 +154,13 @@ def test_hold_carries_every_token_then_keeps_the_named_quarter_and_leaves_other_
         ref = logits(model, inputs), handle.report()["kept"]
     with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=said, **HELD) as handle:
         assert torch.equal(logits(model, inputs), ref[0]) and handle.report()["kept"] == ref[1]
+    # a budget of more tokens than the named quarter has keeps them to the end, as without hold
+    said = Said("In the top-left picture, what?")
+    with tokenfunnel.compress(model, "luvc", keep=0.5, focus=True, tokenizer=said) as handle:
+        ref = logits(model, inputs), handle.report()["llm_visual_tokens"]
+    with tokenfunnel.compress(model, "luvc", keep=0.5, tokenizer=said, **HELD) as handle:
+        assert torch.equal(logits(model, inputs), ref[0]) and handle.report()["llm_visual_tokens"] == ref[1]
+    assert ref[1] == [PATCHES // 2] * LAYERS
 
 
 def test_hold_in_a_padded_batch_of_a_named_and_an_unnamed_question_equals_its_samples():
@@ -179,7 +186,7 @@ def test_hold_in_a_padded_batch_of_a_named_and_an_unnamed_question_equals_its_sa
         ({"tokenizer": Said("x"), "grid_keep": None}, "grid_keep=1"),
         ({"tokenizer": Said("x"), "hold": 1.0}, "hold must be a share in"),
         ({"tokenizer": Said("x"), "hold": -0.1}, "hold must be a share in"),
-        ({"tokenizer": Said("x"), "hold": 0.5, "stage": "llm"}, "at stage='llm' give start instead"),
+        ({"tokenizer": Said("x"), "hold": 0.5, "stage": "llm"}, "at stage='llm' give start"),
         ({"tokenizer": Said("x"), "hold": 0.5, "focus": False}, "use it with focus=True"),
     ],
 )

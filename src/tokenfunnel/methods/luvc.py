@@ -25,7 +25,8 @@ STAGES = ("auto", "llm", "encoder")
 # on dev single images and mosaics (0.3 measured level with it: README, "How the defaults were chosen")
 ENCODER_CONTEXTUAL = 10 / 64
 # the luvc-focus preset's hold: the share of the budget that carries every token through the first decoder layers
-# when the question names a part; 2/3 led the starts tried on dev mosaics (README, "LUVC on the bundled VLM")
+# when the question names a part; 2/3 led the drops tried on dev mosaics at keep 0.25 (README, "LUVC on the bundled
+# VLM")
 FOCUS_HOLD = 2 / 3
 
 
@@ -75,11 +76,13 @@ class LUVCConfig:
         At stage "llm" every token enters the language model and the decoder's drops (from ``start``) rank the named
         part's tokens first, each by the layer's own score. LLaVA family and grid_keep=1 only; needs ``tokenizer``.
         ``report()["stage"]["focus"]`` gives the part used per sample.
-    hold: with focus, for a question that names a part: the share of the budget spent carrying every token through
-        the first decoder layers, as many as it pays for; then the drop keeps the named part's tokens first (by the
-        layer's spectral score) and holds what the rest of the budget allows to the last layer. The model reads
-        the whole picture in its first layers and the named part after. Questions that name no part get the drop
-        they get with ``hold=0`` (the default). The ``luvc-focus`` preset holds ``FOCUS_HOLD`` (2/3).
+    hold: with focus, for a question that names a part and a budget of no more tokens than that part has: the
+        share of the budget spent carrying every token through the first decoder layers, as many as it pays for; then
+        the drop keeps the named part's tokens first (by the layer's spectral score) and holds what the rest of the
+        budget allows to the last layer. The model reads the whole picture in its first layers and the named part
+        after. Where the budget holds more than the part (keep 0.5 on a quarter), the tokens beyond it measured
+        better kept to the end, and other questions get the drop they get with ``hold=0`` (the default). The
+        ``luvc-focus`` preset holds ``FOCUS_HOLD`` (2/3).
     tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
@@ -127,7 +130,7 @@ class LUVCConfig:
         if self.hold and not self.focus:
             raise ValueError("hold only acts where the question names a part: use it with focus=True, or hold=0")
         if self.hold and self.stage == "llm":
-            raise ValueError("hold sets the drop's layer at stage 'auto' or 'encoder'; at stage='llm' give start instead")
+            raise ValueError("hold sets the drop's layer at stage 'auto' or 'encoder'; at stage='llm' give start")
         if self.contextual is not None and not 0 <= self.contextual < 1:
             raise ValueError(f"contextual must be a share in [0, 1) of the tokens a drop keeps, got {self.contextual}")
         if self.stage not in STAGES:
@@ -247,12 +250,12 @@ class LUVC:
         parts = named_parts(text)
         if self.stage == "llm":
             return self._rank(v, parts, text, c.start)
-        if parts and c.hold > 0 and c.keep < 1.0:
+        first = part_cells(parts, h, w, x.device) if parts else None
+        if first is not None and c.hold > 0 and c.keep < 1.0 and c.keep * n <= int(first.sum()):
             return self._rank(v, parts, text, self._held(v.layers))
         # a named part keeps its own tokens whole: averaging the rest of the picture in measured worse (README)
         context = 0.0 if parts and c.contextual is None else self.contextual
         dominant, contextual = self._split(h, w, context) if c.keep < 1.0 else (n, 0)
-        first = part_cells(parts, h, w, x.device) if parts else None
         if c.keep < 1.0 and (v.scores is None or v.metric is None):
             raise RuntimeError("luvc's focus got no encoder scores from the runtime; this is a bug")
         idx, kept, sizes = spectral_drop(x, dominant, contextual, c.cutoff, first, scores=v.scores, metric=v.metric)
