@@ -172,8 +172,9 @@ def resolve_stage(config: LUVCConfig, family: str | None) -> tuple[str | None, f
 
 @dataclass(frozen=True)
 class LUVCFocusConfig(LUVCConfig):
-    """LUVC with ``focus=True`` (the ``luvc-focus`` preset): the tokens of the part of the picture the question names
-    go first; needs the processor's tokenizer."""
+    """LUVC with ``focus=True`` and ``hold=FOCUS_HOLD`` (the ``luvc-focus`` preset): the tokens of the part of the
+    picture the question names go first, after the first layers have read every token; needs the processor's
+    tokenizer."""
 
     focus: bool = True
     hold: float = FOCUS_HOLD
