@@ -75,6 +75,13 @@ def main() -> None:
     parser.add_argument("--model", choices=("bundled", "llava-1.5-shape"), default="bundled")
     parser.add_argument("--layers", type=int, default=4, help="decoder layers of llava-1.5-shape")
     parser.add_argument("--every", type=int, default=1, help="LUVC option: decoder layers between drops")
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="time luvc-focus's schedule for a question naming a part: every token through the first layers that "
+        "this share of the budget pays for, then one drop (random prompts name nothing: the drop ranks by score)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_speed.json"))
@@ -106,7 +113,10 @@ def main() -> None:
                     times[keep].append(timed(model, batch, args.repeats))
                     counts[keep] = [visual] * config.num_hidden_layers
                 else:
-                    with tokenfunnel.compress(model, "luvc", keep=keep, every=args.every) as handle:
+                    held = {}
+                    if args.hold:  # the layer LUVC's hold drops before (LUVC._held)
+                        held = {"stage": "llm", "start": int(args.hold * keep * config.num_hidden_layers + 1e-9)}
+                    with tokenfunnel.compress(model, "luvc", keep=keep, every=args.every, **held) as handle:
                         times[keep].append(timed(model, batch, args.repeats))
                         counts[keep] = handle.report()["llm_visual_tokens"]
                 # the ceiling right after the setting it belongs to, so drift of the machine hits both alike
@@ -140,6 +150,7 @@ def main() -> None:
         "model": args.model,
         "decoder_layers": config.num_hidden_layers,
         "every": args.every,
+        "hold": args.hold,
         "rows": rows,
         "samples": args.samples,
         "repeats": args.repeats,
