@@ -42,6 +42,7 @@ from tokenfunnel.bench.models import DTYPES, OnDevice, llava_shaped, synthetic_b
 from tokenfunnel.bench.prefill import llm_timer
 from tokenfunnel.data import easyvqa
 from tokenfunnel.eval.scoring import prompt_positions
+from tokenfunnel.methods.luvc import held_start
 
 
 def timed(model, batch, repeats: int) -> float:
@@ -114,8 +115,8 @@ def main() -> None:
                     counts[keep] = [visual] * config.num_hidden_layers
                 else:
                     held = {}
-                    if args.hold:  # the layer LUVC's hold drops before (LUVC._held)
-                        held = {"stage": "llm", "start": int(args.hold * keep * config.num_hidden_layers + 1e-9)}
+                    if args.hold:
+                        held = {"stage": "llm", "start": held_start(args.hold, keep, config.num_hidden_layers)}
                     with tokenfunnel.compress(model, "luvc", keep=keep, every=args.every, **held) as handle:
                         times[keep].append(timed(model, batch, args.repeats))
                         counts[keep] = handle.report()["llm_visual_tokens"]

@@ -249,11 +249,11 @@ class LUVC:
         (h, w), layers = v.grid, v.layers
         text = question_text(c.tokenizer, v.question_ids)
         parts = named_parts(text)
-        if self.stage == "llm":
-            return self._rank(v, parts, text, c.start)
         first = part_cells(parts, h, w, x.device) if parts else None
+        if self.stage == "llm":
+            return self._rank(v, first, parts, text, c.start)
         if first is not None and c.hold > 0 and c.keep < 1.0 and c.keep * n <= int(first.sum()):
-            return self._rank(v, parts, text, self._held(v.layers))
+            return self._rank(v, first, parts, text, held_start(c.hold, c.keep, v.layers))
         # a named part keeps its own tokens whole: averaging the rest of the picture in measured worse (README)
         context = 0.0 if parts and c.contextual is None else self.contextual
         dominant, contextual = self._split(h, w, context) if c.keep < 1.0 else (n, 0)
@@ -266,13 +266,7 @@ class LUVC:
         info = {"focus": focus_label(parts, False), "question_text": text}
         return Selection(kept.flatten(0, 1), cells, sizes.flatten(), counts, info)
 
-    def _held(self, layers: int) -> int:
-        """The decoder layer of the drop with ``hold``: the most layers that share of the budget carries every token
-        through (the margin only absorbs rounding of keep * layers)."""
-        c = self.config
-        return min(layers - 1, int(c.hold * c.keep * layers + 1e-9))
-
-    def _rank(self, v: Visuals, parts: list[str], text: str, start: int) -> Selection:
+    def _rank(self, v: Visuals, first: Tensor | None, parts: list[str], text: str, start: int) -> Selection:
         """Focus at the language-model stage: every token enters; the decoder's drops (from ``start``) rank the
         named part's tokens first, each group by the layer's spectral score."""
         c = self.config
@@ -282,10 +276,10 @@ class LUVC:
         counts = [total] * v.layers
         if c.keep < 1.0:
             counts = cascade(total, v.layers, c.keep * total, c.shape, start, c.final_zero, c.every)
-        first = part_cells(parts, *v.grid, x.device).repeat(images) if parts else None
         cells = torch.arange(total, device=x.device)
         info = {"focus": focus_label(parts, False), "question_text": text}
-        return Selection(x.flatten(0, 1), cells, torch.ones_like(cells), counts, info, first)
+        every = None if first is None else first.repeat(images)
+        return Selection(x.flatten(0, 1), cells, torch.ones_like(cells), counts, info, every)
 
     def llm_counts(self, entering: int, original: int, layers: int) -> list[int]:
         c = self.config
@@ -350,6 +344,12 @@ def spectral_drop(
         return fold_rest(x, size, scores, x if metric is None else metric, dominant + contextual, contextual)
     idx = topk_in_order(scores, dominant)
     return idx, gather_tokens(x, idx), size.gather(1, idx)
+
+
+def held_start(hold: float, keep: float, layers: int) -> int:
+    """The decoder layer of the drop with ``hold``: the most layers that share of a ``keep`` budget carries every
+    token through (the margin only absorbs rounding of hold * keep * layers)."""
+    return min(layers - 1, int(hold * keep * layers + 1e-9))
 
 
 def live_scores(x: Tensor, present: Tensor, cutoff: float) -> Tensor:

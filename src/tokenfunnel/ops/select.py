@@ -6,6 +6,14 @@ import torch
 from torch import Tensor
 
 
+def first_then(scores: Tensor, first: Tensor) -> Tensor:
+    """Scores (B, n) that rank every ``first`` token of a row before the others, each group in ``scores``' order: minus
+    the rank, so that the order does not hang on the size of any offset (a row in a batch ranks as it does alone)."""
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    order = order.gather(1, (~first).gather(1, order).to(torch.uint8).argsort(dim=1, stable=True))
+    return -order.argsort(dim=1).to(scores.dtype)
+
+
 def topk_in_order(scores: Tensor, k: int) -> Tensor:
     """Indices (B, k) of the k highest ``scores`` (B, N) per sample, sorted ascending; ties go to the lower index."""
     if scores.dim() != 2:

@@ -15,7 +15,7 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from tokenfunnel.ops.select import gather_tokens, topk_in_order
+from tokenfunnel.ops.select import first_then, gather_tokens, topk_in_order
 from tokenfunnel.runtime.cache import CACHE
 from tokenfunnel.runtime.clock import ours
 from tokenfunnel.runtime.state import Layout, Plan, Record, ScoreInput
@@ -152,14 +152,6 @@ def prefill(
         record.llm_visual_tokens = torch.stack(entered, dim=1).tolist()
     hidden = model.norm(hidden)
     return BaseModelOutputWithPast(last_hidden_state=hidden, **{CACHE: cache}), (book if use_cache else None)
-
-
-def first_then(scores: Tensor, first: Tensor) -> Tensor:
-    """Scores (B, n) that rank every ``first`` token of a row before the others, each group in ``scores``' order: minus
-    the rank, so that the order does not hang on the size of any offset (a row in a batch ranks as it does alone)."""
-    order = scores.argsort(dim=1, descending=True, stable=True)
-    order = order.gather(1, (~first).gather(1, order).to(torch.uint8).argsort(dim=1, stable=True))
-    return -order.argsort(dim=1).to(scores.dtype)
 
 
 def _counts(plan: Plan, live: Tensor, original: int, layers: int) -> tuple[list[int], Tensor]:
