@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tokenfunnel
+import tokenfunnel.runtime.encoder
 from adapters import test_idefics3
 from tiny import GRID, PATCHES, Said, assert_rows_match_alone, build, generate, logits, pair, prompt
 from tokenfunnel import LUVCConfig
@@ -74,7 +75,11 @@ def test_contextual_tokens_hold_the_cells_left_out_unless_a_part_is_named(questi
     g = torch.Generator().manual_seed(0)
     features = torch.randn(1, PATCHES, 32, generator=g)
     scores, metric = torch.rand(1, PATCHES, generator=g), torch.randn(1, PATCHES, 8, generator=g)
-    visuals = Visuals(features, GRID, torch.zeros(1, 32), torch.zeros(3), LAYERS, scores=scores, metric=metric)
+
+    def scored():
+        return scores, metric
+
+    visuals = Visuals(features, GRID, torch.zeros(1, 32), torch.zeros(3), LAYERS, encoder_scores=scored)
     sel = plan.select(visuals)
     named = "top-left" in question
     contextual = 0 if named else round(ENCODER_CONTEXTUAL * 16)  # 2 of the 16 tokens without a named part
@@ -177,6 +182,18 @@ def test_hold_in_a_padded_batch_of_a_named_and_an_unnamed_question_equals_its_sa
     unnamed, named = report["llm_visual_tokens"]
     assert unnamed == [round(0.25 * PATCHES)] * LAYERS and named[0] == PATCHES and max(named[1:]) <= len(QUARTER)
     assert torch.equal(logits(model, together), ref) and not hasattr(model, MARK)
+
+
+@pytest.mark.parametrize("question, scored", [("In the top-left one, what?", False), ("Is it red?", True)])
+def test_the_encoder_scores_only_for_a_drop_that_reads_its_scores(monkeypatch, question, scored):
+    # hold on a named part ranks in the decoder, by the layer's own scores: the encoder's are never computed
+    calls = []
+    real = tokenfunnel.runtime.encoder.query_keys
+    monkeypatch.setattr(tokenfunnel.runtime.encoder, "query_keys", lambda *a: calls.append(1) or real(*a))
+    model = build()
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=Said(question), **HELD):
+        logits(model, prompt())
+    assert len(calls) == int(scored)
 
 
 @pytest.mark.parametrize(

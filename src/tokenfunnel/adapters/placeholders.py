@@ -12,6 +12,8 @@ extra tower call.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -174,13 +176,11 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
         pixels = None if run.pixels is None else run.pixels[i * count : (i + 1) * count]
         view = None if views is None else views[i * count : (i + 1) * count]
         ids = input_ids[i, q]
-        scored = {
-            name: getattr(run, name)[i * count : (i + 1) * count]
-            for name in ("scores", "metric")
-            if getattr(run, name) is not None
-        }
+        scored = None
+        if run.scoring is not None or run.scored is not None:  # the encoder scored: read on demand
+            scored = partial(_sample_scores, run, slice(i * count, (i + 1) * count))
         sel: Selection = rt.plan.select(
-            Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid, thumbnail, **scored)
+            Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid, thumbnail, scored)
         )
         picks.append(frames.Placed(at[i, sel.cells], sel.features, sel.cells))
         chosen.append(sel)
@@ -208,6 +208,11 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
     mask = mask.gather(1, new.index).masked_fill(new.pad, 0)
     rt.pending = layout
     return input_ids.gather(1, new.index), mask, positions.gather(1, new.index), with_features(encoded, new.features)
+
+
+def _sample_scores(run, images: slice) -> tuple[Tensor, Tensor]:
+    """One sample's share (its ``images``) of the scores and keys the encoder's "score" step gives the batch."""
+    return tuple(t[images] for t in run.patch_scores())
 
 
 def first_cells(chosen: list[Selection], cells: int, device) -> Tensor | None:

@@ -154,8 +154,12 @@ def merge_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module | No
     """Apply one step to ``x`` (I, prefix + n, C) and update the run; ``before`` is the layer's input (for keys)."""
     if kind == "score":
         p = run.prefix
-        run.scores = highfreq_score(x[:, p:].float(), arg)
-        run.metric = query_keys(layer, before, 0)[1][:, :, p:].mean(dim=1)
+
+        def scoring() -> tuple[Tensor, Tensor]:
+            with ours():
+                return highfreq_score(x[:, p:].float(), arg), query_keys(layer, before, 0)[1][:, :, p:].mean(dim=1)
+
+        run.scoring = scoring
         return x
     if kind in ("cols", "rows", "pool"):
         if run.cells is not None:

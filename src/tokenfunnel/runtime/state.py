@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,10 +31,11 @@ class EncoderRun:
     # only bound it
     owner: Tensor | None = None
     pixels: Tensor | None = None  # the images the tower was given, kept only for plans that read them (needs_pixels)
-    # a "score" step's output: (I, n) LUVC's spectral score of each patch and (I, n, d) its head-averaged keys, for
-    # a select stage that drops later (when the question is known) by what the encoder saw
-    scores: Tensor | None = None
-    metric: Tensor | None = None
+    # a "score" step's work, deferred: () -> ((I, n) LUVC's spectral score of each patch, (I, n, d) its head-averaged
+    # keys), for a select stage that drops later (when the question is known) by what the encoder saw; it runs on
+    # the first ``patch_scores()``, so a drop that ranks by something else (a part the question names) skips it
+    scoring: Callable[[], tuple[Tensor, Tensor]] | None = None
+    scored: tuple[Tensor, Tensor] | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -45,6 +47,12 @@ class EncoderRun:
     @property
     def merged(self) -> bool:
         return bool((self.size > 1).any())
+
+    def patch_scores(self) -> tuple[Tensor, Tensor] | None:
+        """The "score" step's (scores, keys), computed on the first call; None when the run has no such step."""
+        if self.scored is None and self.scoring is not None:
+            self.scored, self.scoring = self.scoring(), None
+        return self.scored
 
 
 @dataclass
@@ -82,9 +90,17 @@ class Visuals:
     # tiling families (Idefics3/SmolVLM, InternVL) with several images in the sample: the last is a downscaled
     # thumbnail of the whole picture and the others its tiles, in an order the model is not told the layout of
     thumbnail: bool = False
-    # (F, n) and (F, n, d): each image's patch scores and keys from the encoder's "score" step, when the plan has one
-    scores: Tensor | None = None
-    metric: Tensor | None = None
+    # () -> ((F, n), (F, n, d)): each image's patch scores and keys from the encoder's "score" step, when the plan has
+    # one; computed on the first read of ``scores`` or ``metric``
+    encoder_scores: Callable[[], tuple[Tensor, Tensor]] | None = None
+
+    @property
+    def scores(self) -> Tensor | None:
+        return None if self.encoder_scores is None else self.encoder_scores()[0]
+
+    @property
+    def metric(self) -> Tensor | None:
+        return None if self.encoder_scores is None else self.encoder_scores()[1]
 
 
 @dataclass
