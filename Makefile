@@ -6,7 +6,7 @@ STAMP := $(VENV)/.tokenfunnel-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape bench-clips video-tokens \
-	train train-learned bench-adaptive bench-single bench-luvc ablate-luvc-single confirm-luvc-single \
+	train train-learned bench-adaptive bench-single bench-luvc ablate-luvc-single confirm-luvc-single confirm-luvc-grid \
 	reading-depth clean
 
 setup: $(STAMP)
@@ -98,6 +98,17 @@ bench-luvc: setup
 	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa --methods luvc --keep 0.25,0.11 \
 		--samples 200 --seed 0 --timing-samples 4 --repeats 3 --threads 2 --out runs/bench-luvc-single
 	$(BIN)/python -m tokenfunnel.bench.collect runs/bench-luvc-single benchmarks --name luvc
+
+# A second, larger test draw for LUVC on mosaics: 600 new questions (seed 1; none is among make bench's 200), accuracy
+# only, each question's answer kept (paired standard errors); ~18 min on 2 CPU cores
+confirm-luvc-grid: setup
+	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods luvc,luvc-focus --keep 0.25,0.11 \
+		--samples 600 --seed 1 --timing-samples 0 --threads 2 --out runs/confirm-luvc-grid
+	mkdir -p benchmarks/luvc_confirm_grid
+	cp runs/confirm-luvc-grid/results.json runs/confirm-luvc-grid/results.md benchmarks/luvc_confirm_grid/
+	cp runs/confirm-luvc-grid/bench-progress/accuracy/*.json benchmarks/luvc_confirm_grid/
+	$(BIN)/python scripts/paired_margins.py benchmarks/luvc_confirm_grid --pairs luvc-focus:luvc \
+		--out benchmarks/luvc_confirm_grid/margins.json
 
 # How deep the bundled VLM reads the picture: all visual tokens through layer k, none after (dev mosaics, ~8 min)
 reading-depth: setup

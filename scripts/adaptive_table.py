@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from tokenfunnel.bench.accuracy import paired_se
 from tokenfunnel.bench.settings import Setting
 from tokenfunnel.bench.store import Store
 from tokenfunnel.data.easyvqa import load_set
@@ -102,15 +102,6 @@ def scored(rows: list[dict], folder: Path, truth: list[str], mixed: bool) -> tup
                         entry[f"accuracy_{scope}"] = round(sum(part) / len(part), 4)
         out[key(row)] = entry
     return out, hits
-
-
-def paired_se(a: list[bool] | None, b: list[bool] | None) -> float | None:
-    """Standard error of mean(a) - mean(b) over the same questions (None without both answer lists)."""
-    if a is None or b is None or len(a) < 2:
-        return None
-    d = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
-    mean = sum(d) / len(d)
-    return math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
 
 
 def nearest_luvc(entries: dict, keep: float, method: str = "luvc") -> dict | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -82,3 +83,12 @@ def merge(parts: list[dict]) -> dict:
         out["mean_keep"] = round(sum(keeps) / len(keeps), 6)
         out["mean_visual_tokens"] = round(sum(visual) / len(visual), 2)
     return out
+
+
+def paired_se(a: list[bool] | None, b: list[bool] | None) -> float | None:
+    """Standard error of mean(a) - mean(b) over the same questions (None without both answer lists)."""
+    if a is None or b is None or len(a) < 2:
+        return None
+    d = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
+    mean = sum(d) / len(d)
+    return math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))

@@ -1,0 +1,82 @@
+"""Every setting of a finished accuracy sweep against uncompressed, and chosen pairs against each other, with paired
+standard errors (both rows answered the same questions).
+
+    python scripts/paired_margins.py runs/confirm-luvc-grid --pairs luvc-focus:luvc --out F
+
+Reads the sweep's ``results.json`` and each setting's saved answers (``bench-progress/accuracy/<setting>.json``, or
+those files copied beside ``results.json``, as ``make confirm-luvc-grid`` keeps them in ``benchmarks/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tokenfunnel.bench.accuracy import paired_se
+from tokenfunnel.bench.settings import Setting
+from tokenfunnel.data.easyvqa import load_set
+
+
+def saved_answers(folder: Path, setting: Setting) -> list[str]:
+    for place in (folder / "bench-progress" / "accuracy", folder):
+        path = place / f"{setting.id}.json"
+        if path.exists():
+            return json.loads(path.read_text())["answers"]
+    raise SystemExit(f"no saved answers for {setting.id} in {folder}: run the sweep (make confirm-luvc-grid) first")
+
+
+def margin(a: list[bool], b: list[bool]) -> dict:
+    return {
+        "margin": round((sum(a) - sum(b)) / len(a), 4),
+        "se": round(paired_se(a, b), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="a sweep's --out folder (or its copy in benchmarks/)")
+    parser.add_argument("--pairs", nargs="*", default=[], help="METHOD_A:METHOD_B, compared at every keep both ran")
+    parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
+    args = parser.parse_args()
+    result = json.loads((args.folder / "results.json").read_text())
+    config = result["config"]
+    truth = [s.answer for s in load_set(config["dataset"], config["samples"], config["seed"])]
+    base = saved_answers(args.folder, Setting("none", 1.0))
+    right = {}
+    rows = []
+    for row in result["rows"]:
+        setting = Setting(row["method"], row["keep"])
+        answers = base if setting.baseline else saved_answers(args.folder, setting)
+        right[setting.id] = [a == t for a, t in zip(answers, truth, strict=True)]
+        hits = right[setting.id]
+        rows.append(
+            {
+                "setting": setting.id,
+                "accuracy": round(sum(hits) / len(hits), 4),
+                "of_uncompressed": round(sum(hits) / sum(right["none@1"]), 4) if "none@1" in right else None,
+                "agreement": round(sum(a == b for a, b in zip(answers, base, strict=True)) / len(base), 4),
+                "vs_uncompressed": None if setting.baseline else margin(hits, right["none@1"]),
+            }
+        )
+    pairs = []
+    for pair in args.pairs:
+        a, b = pair.split(":")
+        for keep in config["keeps"]:
+            ida, idb = Setting(a, keep).id, Setting(b, keep).id
+            if ida in right and idb in right:
+                pairs.append({"pair": f"{ida} - {idb}", **margin(right[ida], right[idb])})
+    out = {"dataset": config["dataset"], "samples": config["samples"], "seed": config["seed"], "rows": rows}
+    out["pairs"] = pairs
+    for r in rows:
+        m = r["vs_uncompressed"]
+        against = "" if m is None else f"  {100 * m['margin']:+.1f} ± {100 * m['se']:.1f} points"
+        print(f"{r['setting']:>18}: {r['accuracy']:.3f} ({100 * r['of_uncompressed']:.1f}%){against}")
+    for p in pairs:
+        print(f"{p['pair']}: {100 * p['margin']:+.1f} ± {100 * p['se']:.1f} points")
+    if args.out is not None:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
