@@ -175,9 +175,10 @@ def main() -> None:
                 "accuracy": _mean(a == t for a, t in zip(got, truth, strict=True)),
                 "agreement": _mean(a == r for a, r in zip(got, reference, strict=True)),
                 "seconds": round(time.perf_counter() - started, 1),
+                "answers": got,  # with the saved reference: paired standard errors between any two rows
             }
             done["rows"].append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k != "answers"}), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(done, indent=1) + "\n")
 
