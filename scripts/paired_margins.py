@@ -50,6 +50,8 @@ def main() -> None:
         answers = base if setting.baseline else saved_answers(args.folder, setting)
         right[setting.id] = [a == t for a, t in zip(answers, truth, strict=True)]
         hits = right[setting.id]
+        if abs(sum(hits) / len(hits) - row["accuracy"]) > 1e-4:
+            raise SystemExit(f"the answers saved for {setting.id} do not score its accuracy in results.json")
         rows.append(
             {
                 "setting": setting.id,
