@@ -177,7 +177,7 @@ def shrink_set(rt, run, input_ids: Tensor, attention_mask, position_ids, encoded
         view = None if views is None else views[i * count : (i + 1) * count]
         ids = input_ids[i, q]
         scored = None
-        if run.scoring is not None or run.scored is not None:  # the encoder scored: read on demand
+        if run.patch_scores is not None:  # the encoder scored: read on demand
             scored = partial(_sample_scores, run, slice(i * count, (i + 1) * count))
         sel: Selection = rt.plan.select(
             Visuals(feats[i], (h, w), text.embed_tokens(ids), ids, layers, pixels, view, grid, thumbnail, scored)

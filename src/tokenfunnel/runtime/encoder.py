@@ -13,6 +13,7 @@ Steps (``EncoderRun.steps``: layer -> (kind, argument)):
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import torch
 from torch import Tensor, nn
@@ -155,11 +156,12 @@ def merge_step(run: EncoderRun, x: Tensor, kind: str, arg, layer: nn.Module | No
     if kind == "score":
         p = run.prefix
 
-        def scoring() -> tuple[Tensor, Tensor]:
+        @cache
+        def scores() -> tuple[Tensor, Tensor]:
             with ours():
                 return highfreq_score(x[:, p:].float(), arg), query_keys(layer, before, 0)[1][:, :, p:].mean(dim=1)
 
-        run.scoring = scoring
+        run.patch_scores = scores
         return x
     if kind in ("cols", "rows", "pool"):
         if run.cells is not None:

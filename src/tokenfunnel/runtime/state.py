@@ -31,11 +31,10 @@ class EncoderRun:
     # only bound it
     owner: Tensor | None = None
     pixels: Tensor | None = None  # the images the tower was given, kept only for plans that read them (needs_pixels)
-    # a "score" step's work, deferred: () -> ((I, n) LUVC's spectral score of each patch, (I, n, d) its head-averaged
-    # keys), for a select stage that drops later (when the question is known) by what the encoder saw; it runs on
-    # the first ``patch_scores()``, so a drop that ranks by something else (a part the question names) skips it
-    scoring: Callable[[], tuple[Tensor, Tensor]] | None = None
-    scored: tuple[Tensor, Tensor] | None = None
+    # a "score" step's work, deferred and cached: () -> ((I, n) LUVC's spectral score of each patch, (I, n, d) its
+    # head-averaged keys), for a select stage that drops later (when the question is known) by what the encoder saw;
+    # it runs on the first call, so a drop that ranks by something else (a part the question names) skips it
+    patch_scores: Callable[[], tuple[Tensor, Tensor]] | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -47,12 +46,6 @@ class EncoderRun:
     @property
     def merged(self) -> bool:
         return bool((self.size > 1).any())
-
-    def patch_scores(self) -> tuple[Tensor, Tensor] | None:
-        """The "score" step's (scores, keys), computed on the first call; None when the run has no such step."""
-        if self.scored is None and self.scoring is not None:
-            self.scored, self.scoring = self.scoring(), None
-        return self.scored
 
 
 @dataclass
