@@ -43,22 +43,22 @@ def main() -> None:
     config = result["config"]
     truth = [s.answer for s in load_set(config["dataset"], config["samples"], config["seed"])]
     base = saved_answers(args.folder, Setting("none", 1.0))
+    base_hits = [a == t for a, t in zip(base, truth, strict=True)]
     right = {}
     rows = []
     for row in result["rows"]:
         setting = Setting(row["method"], row["keep"])
         answers = base if setting.baseline else saved_answers(args.folder, setting)
-        right[setting.id] = [a == t for a, t in zip(answers, truth, strict=True)]
-        hits = right[setting.id]
+        hits = right[setting.id] = [a == t for a, t in zip(answers, truth, strict=True)]
         if abs(sum(hits) / len(hits) - row["accuracy"]) > 1e-4:
             raise SystemExit(f"the answers saved for {setting.id} do not score its accuracy in results.json")
         rows.append(
             {
                 "setting": setting.id,
                 "accuracy": round(sum(hits) / len(hits), 4),
-                "of_uncompressed": round(sum(hits) / sum(right["none@1"]), 4) if "none@1" in right else None,
+                "of_uncompressed": round(sum(hits) / sum(base_hits), 4),
                 "agreement": round(sum(a == b for a, b in zip(answers, base, strict=True)) / len(base), 4),
-                "vs_uncompressed": None if setting.baseline else margin(hits, right["none@1"]),
+                "vs_uncompressed": None if setting.baseline else margin(hits, base_hits),
             }
         )
     pairs = []
