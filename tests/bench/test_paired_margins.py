@@ -1,23 +1,15 @@
 """scripts/paired_margins.py: each setting against uncompressed, and pairs, on the same questions."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
+from repo_scripts import load
 from tokenfunnel.bench.settings import Setting
 from tokenfunnel.bench.store import Store
 from tokenfunnel.data.easyvqa import load_set
-
-
-def _script():
-    path = Path(__file__).parents[2] / "scripts" / "paired_margins.py"
-    spec = importlib.util.spec_from_file_location("paired_margins", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _sweep(folder: Path, truth: list[str], wrong: dict[str, list[int]], accuracy: dict[str, float]) -> None:
@@ -38,7 +30,7 @@ def test_margins_are_paired_on_the_same_questions(tmp_path, monkeypatch):
     out = tmp_path / "margins.json"
     argv = ["paired_margins.py", str(tmp_path), "--pairs", "luvc-focus:luvc", "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
-    _script().main()
+    load("paired_margins").main()
     got = json.loads(out.read_text())
     rows = {r["setting"]: r for r in got["rows"]}
     assert rows["luvc@0.25"]["of_uncompressed"] == 0.5 and rows["luvc@0.25"]["agreement"] == 0.5
@@ -52,4 +44,4 @@ def test_answers_that_do_not_score_the_rows_accuracy_are_refused(tmp_path, monke
     _sweep(tmp_path, truth, {}, {"none@1": 1.0, "luvc@0.25": 0.5, "luvc-focus@0.25": 1.0})
     monkeypatch.setattr(sys, "argv", ["paired_margins.py", str(tmp_path)])
     with pytest.raises(SystemExit, match="do not score its accuracy"):
-        _script().main()
+        load("paired_margins").main()
