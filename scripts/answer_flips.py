@@ -1,8 +1,10 @@
 """Where a compressed setting's answers part from the uncompressed model's, on the rows of ``luvc_ablation.py``.
 
-    python scripts/answer_flips.py benchmarks/luvc_focus_hold/dev800_schedules.json [--margins] [--out F]
+    python scripts/answer_flips.py ROWS.json [ROWS.json ...] [--against VARIANT] [--margins] [--out F]
 
-For each row that saved its answers, against the uncompressed answers the file keeps: per question kind and per
+For each row that saved its answers (files measured on the same questions, with the same uncompressed answers):
+its accuracy and its margin to uncompressed with the paired standard error, and to the row ``--against`` names;
+then, against the uncompressed answers, per question kind and per
 named tile, how many questions both answer right, how many the compressed setting loses (uncompressed right, it
 wrong), gains, and both miss; for the lost shape and colour questions, whether the wrong answer is what another tile
 of the mosaic shows. ``--margins`` also runs the uncompressed model once more (~8 min for 800 questions on 2 CPU
@@ -18,6 +20,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from tokenfunnel.bench.accuracy import paired_se
 from tokenfunnel.data import easyvqa
 
 OUTCOMES = ("kept", "lost", "gained", "both wrong")
@@ -81,34 +84,69 @@ def margin_summary(items, reference: list[str], got: list[str], gaps: list[float
     }
 
 
+def paired(a: list[bool], b: list[bool]) -> dict:
+    return {"points": round(100 * (sum(a) - sum(b)) / len(a), 1), "se": round(100 * paired_se(a, b), 1)}
+
+
+def load_rows(files: list[Path]) -> tuple[dict, list[dict]]:
+    """The first file's header and every file's rows that saved answers; refused where the questions differ."""
+    first, rows = None, []
+    for path in files:
+        done = json.loads(path.read_text())
+        what = {k: done.get(k) for k in ("dataset", "samples", "weights", "reference")}
+        if first is None:
+            first = what
+        elif what != first:
+            raise SystemExit(f"{path} was measured on other questions or weights than {files[0]}: compare like rows")
+        rows += [r for r in done["rows"] if "answers" in r]
+    return first, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("rows", type=Path, help="an output file of scripts/luvc_ablation.py")
+    parser.add_argument("rows", type=Path, nargs="+", help="output files of scripts/luvc_ablation.py")
+    parser.add_argument("--against", help="also each row's margin to this row (its variant name)")
     parser.add_argument("--margins", action="store_true", help="also how sure the uncompressed model was (runs it)")
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
-    done = json.loads(args.rows.read_text())
-    if done.get("dataset") != "easyvqa-grid-dev":
-        parser.error(f"{args.rows} holds {done.get('dataset')} rows; tiles are only named on easyvqa-grid-dev")
+    done, rows = load_rows(args.rows)
+    if done["dataset"] != "easyvqa-grid-dev":
+        parser.error(f"{args.rows[0]} holds {done['dataset']} rows; tiles are only named on easyvqa-grid-dev")
+    if not rows:
+        parser.error("no row of the given files saved its answers: measure again with scripts/luvc_ablation.py")
     items = easyvqa.load_set(done["dataset"], done["samples"], 0)
     reference = done["reference"]
-    rows = [r for r in done["rows"] if "answers" in r]
-    if not rows:
-        parser.error(f"no row of {args.rows} saved its answers: measure again with scripts/luvc_ablation.py")
+    hits = {id(r): [a == s.answer for a, s in zip(r["answers"], items, strict=True)] for r in rows}
+    base = [a == s.answer for a, s in zip(reference, items, strict=True)]
+    against = None
+    if args.against:
+        named = [r for r in rows if r["variant"] == args.against]
+        if len(named) != 1:
+            parser.error(f"--against {args.against!r} names {len(named)} rows of the given files; give one variant")
+        against = hits[id(named[0])]
     gaps = None
     if args.margins:
         gaps, again = confidence(items)
         if again != reference:
-            parser.error(f"the uncompressed model no longer gives the answers {args.rows} saved: other weights?")
+            parser.error(f"the uncompressed model no longer gives the answers {args.rows[0]} saved: other weights?")
     out = []
     for row in rows:
-        entry = {"variant": row["variant"], "keep": row["keep"], **flips(items, reference, row["answers"], "train")}
+        entry = {
+            "variant": row["variant"],
+            "keep": row["keep"],
+            "accuracy": round(sum(hits[id(row)]) / len(items), 4),
+            "vs_uncompressed": paired(hits[id(row)], base),
+        }
+        if against is not None:
+            entry["vs_" + args.against] = paired(hits[id(row)], against)
+        entry |= flips(items, reference, row["answers"], "train")
         if gaps is not None:
             entry["uncompressed_gap"] = margin_summary(items, reference, row["answers"], gaps)
         out.append(entry)
         print(json.dumps(entry))
     if args.out:
-        args.out.write_text(json.dumps({"rows_file": str(args.rows), "rows": out}, indent=1) + "\n")
+        sources = [str(p) for p in args.rows]
+        args.out.write_text(json.dumps({"rows_files": sources, "rows": out}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

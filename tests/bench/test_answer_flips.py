@@ -54,3 +54,20 @@ def test_refuses_rows_that_kept_no_answers(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         load("answer_flips").main()
     assert "saved its answers" in capsys.readouterr().err
+
+
+def test_paired_margin_in_points_with_its_standard_error():
+    flips = load("answer_flips")
+    assert flips.paired([True, True, False, True], [True, False, False, True]) == {"points": 25.0, "se": 25.0}
+
+
+def test_rows_files_must_share_their_questions(tmp_path):
+    flips = load("answer_flips")
+    head = {"dataset": "easyvqa-grid-dev", "samples": 2, "weights": "w", "reference": ["yes", "no"]}
+    row = {"variant": "v", "keep": 0.25, "answers": ["yes", "yes"]}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({**head, "rows": [row]}))
+    b.write_text(json.dumps({**head, "reference": ["no", "no"], "rows": [row]}))
+    assert flips.load_rows([a, a])[1] == [row, row]
+    with pytest.raises(SystemExit, match="other questions or weights"):
+        flips.load_rows([a, b])
