@@ -116,14 +116,17 @@ def main() -> None:
         parser.error("no row of the given files saved its answers: measure again with scripts/luvc_ablation.py")
     items = easyvqa.load_set(done["dataset"], done["samples"], 0)
     reference = done["reference"]
-    hits = {id(r): [a == s.answer for a, s in zip(r["answers"], items, strict=True)] for r in rows}
-    base = [a == s.answer for a, s in zip(reference, items, strict=True)]
+
+    def right(answers: list[str]) -> list[bool]:
+        return [a == s.answer for a, s in zip(answers, items, strict=True)]
+
+    base = right(reference)
     against = None
     if args.against:
         named = [r for r in rows if r["variant"] == args.against]
         if len(named) != 1:
             parser.error(f"--against {args.against!r} names {len(named)} rows of the given files; give one variant")
-        against = hits[id(named[0])]
+        against = right(named[0]["answers"])
     gaps = None
     if args.margins:
         gaps, again = confidence(items)
@@ -131,14 +134,15 @@ def main() -> None:
             parser.error(f"the uncompressed model no longer gives the answers {args.rows[0]} saved: other weights?")
     out = []
     for row in rows:
+        hits = right(row["answers"])
         entry = {
             "variant": row["variant"],
             "keep": row["keep"],
-            "accuracy": round(sum(hits[id(row)]) / len(items), 4),
-            "vs_uncompressed": paired(hits[id(row)], base),
+            "accuracy": round(sum(hits) / len(items), 4),
+            "vs_uncompressed": paired(hits, base),
         }
         if against is not None:
-            entry["vs_" + args.against] = paired(hits[id(row)], against)
+            entry["vs_" + args.against] = paired(hits, against)
         entry |= flips(items, reference, row["answers"], "train")
         if gaps is not None:
             entry["uncompressed_gap"] = margin_summary(items, reference, row["answers"], gaps)
