@@ -5,7 +5,7 @@
 
 The FFT treats each image's grid as periodic, so the last column neighbours the first and the last row the first:
 a picture's border tokens score high for the jump across it. The 1-D score has the same jump at every row's end;
-in the kept sets of the questions `luvc-focus` lost on dev, the grid's edge column was kept in most rows.
+in the kept sets of a few questions `luvc-focus` lost on dev, the grid's edge column was kept in most rows.
 Mirroring the grid to 2H x 2W before the transform (what a DCT does) removes those jumps. Every argument goes to
 scripts/luvc_ablation.py, whose 2-D rows then run with the mirrored low-pass. On 800 dev mosaics it scored 0.8725,
 against 0.884 wrapped and 0.8925 for the shipped 1-D score (dev800.json here, and
