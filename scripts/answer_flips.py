@@ -20,7 +20,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from tokenfunnel.bench.accuracy import paired_se
+from tokenfunnel.bench.accuracy import paired_difference
 from tokenfunnel.data import easyvqa
 
 OUTCOMES = ("kept", "lost", "gained", "both wrong")
@@ -85,7 +85,8 @@ def margin_summary(items, reference: list[str], got: list[str], gaps: list[float
 
 
 def paired(a: list[bool], b: list[bool]) -> dict:
-    return {"points": round(100 * (sum(a) - sum(b)) / len(a), 1), "se": round(100 * paired_se(a, b), 1)}
+    diff, se = paired_difference(a, b)
+    return {"points": round(100 * diff, 1), "se": round(100 * se, 1)}
 
 
 def load_rows(files: list[Path]) -> tuple[dict, list[dict]]:

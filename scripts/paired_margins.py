@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tokenfunnel.bench.accuracy import paired_se
+from tokenfunnel.bench.accuracy import paired_difference
 from tokenfunnel.bench.settings import Setting
 from tokenfunnel.data.easyvqa import load_set
 
@@ -27,10 +27,8 @@ def saved_answers(folder: Path, setting: Setting) -> list[str]:
 
 
 def margin(a: list[bool], b: list[bool]) -> dict:
-    return {
-        "margin": round((sum(a) - sum(b)) / len(a), 4),
-        "se": round(paired_se(a, b), 4),
-    }
+    diff, se = paired_difference(a, b)
+    return {"margin": round(diff, 4), "se": round(se, 4)}
 
 
 def main() -> None:

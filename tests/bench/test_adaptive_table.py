@@ -1,10 +1,11 @@
-"""scripts/adaptive_table.py: margins against LUVC come with the paired standard error of the same questions."""
+"""scripts/adaptive_table.py and the paired figures it shares: margins come with the paired standard error."""
 
 import math
 
 import pytest
 
 from repo_scripts import load
+from tokenfunnel.bench.accuracy import paired_difference
 from tokenfunnel.bench.settings import Setting
 from tokenfunnel.bench.store import Store
 
@@ -27,3 +28,10 @@ def test_answers_that_do_not_score_the_rows_accuracy_are_refused(tmp_path):
     assert hits["luvc@0.25"] == [True, False] and entries["luvc@0.25"]["accuracy"] == 0.5
     with pytest.raises(SystemExit, match="do not score its accuracy"):
         table.scored([{**row, "accuracy": 1.0}], tmp_path, ["yes", "yes"], False)
+
+
+def test_paired_difference_is_the_mean_gap_with_its_standard_error():
+    a, b = [True, False, True, True], [False, False, True, False]
+    assert paired_difference(a, b) == (0.5, pytest.approx(math.sqrt(1 / 3 / 4)))
+    with pytest.raises(ValueError, match="score more samples"):
+        paired_difference([True], [False])

@@ -92,3 +92,10 @@ def paired_se(a: list[bool] | None, b: list[bool] | None) -> float | None:
     d = [int(x) - int(y) for x, y in zip(a, b, strict=True)]
     mean = sum(d) / len(d)
     return math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+
+
+def paired_difference(a: list[bool], b: list[bool]) -> tuple[float, float]:
+    """mean(a) - mean(b) over the same questions, and its standard error."""
+    if len(a) < 2:
+        raise ValueError(f"a paired difference needs at least 2 questions, got {len(a)}: score more samples")
+    return (sum(a) - sum(b)) / len(a), paired_se(a, b)
