@@ -95,6 +95,7 @@ def load_rows(files: list[Path]) -> tuple[dict, list[dict]]:
     for path in files:
         done = json.loads(path.read_text())
         what = {k: done.get(k) for k in ("dataset", "samples", "weights", "reference")}
+        what["seed"] = done.get("seed", 0)  # files from before --seed drew seed 0
         if first is None:
             first = what
         elif what != first:
@@ -115,7 +116,7 @@ def main() -> None:
         parser.error(f"{args.rows[0]} holds {done['dataset']} rows; tiles are only named on easyvqa-grid-dev")
     if not rows:
         parser.error("no row of the given files saved its answers: measure again with scripts/luvc_ablation.py")
-    items = easyvqa.load_set(done["dataset"], done["samples"], 0)
+    items = easyvqa.load_set(done["dataset"], done["samples"], done["seed"])
     reference = done["reference"]
 
     def right(answers: list[str]) -> list[bool]:

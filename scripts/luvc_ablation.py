@@ -109,10 +109,11 @@ def answers(model, processor, items, batch: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=180)
+    parser.add_argument("--seed", type=int, default=0, help="another draw of questions, to check a choice made on 0")
     parser.add_argument("--dataset", choices=("easyvqa-grid-dev", "easyvqa-dev"), default="easyvqa-grid-dev")
     parser.add_argument("--keep", type=float, nargs="+", default=[0.25])
     parser.add_argument(
-        "--variants", nargs="+", default=[CURRENT, *VARIANTS], choices=[CURRENT, *VARIANTS], metavar="VARIANT"
+        "--variants", nargs="*", default=[CURRENT, *VARIANTS], choices=[CURRENT, *VARIANTS], metavar="VARIANT"
     )
     parser.add_argument(
         "--baselines",
@@ -124,14 +125,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_ablation.json"))
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    what = {"dataset": args.dataset, "samples": args.samples, "weights": fingerprint("bundled")}
+    what = {"dataset": args.dataset, "samples": args.samples, "seed": args.seed, "weights": fingerprint("bundled")}
     done = json.loads(args.out.read_text()) if args.out.exists() else {"rows": [], **what}
-    mine = {k: done.get(k) for k in what}
+    mine = {k: done.get(k, 0 if k == "seed" else None) for k in what}  # files from before --seed drew seed 0
     if mine != what:
         parser.error(f"{args.out} holds rows of {mine}, not {what}: pass another --out, or delete it to start over")
     measured = {(r["variant"], r["keep"]): r.get("resolved") for r in done["rows"]}
     model, processor = tokenfunnel.load_bundled(quiet=True)
-    items = easyvqa.load_set(args.dataset, args.samples, 0)
+    items = easyvqa.load_set(args.dataset, args.samples, args.seed)
     truth = [s.answer for s in items]
     started = time.perf_counter()
     reference = done.get("reference")  # a resumed run reuses the uncompressed answers it saved

@@ -71,3 +71,17 @@ def test_rows_files_must_share_their_questions(tmp_path):
     assert flips.load_rows([a, a])[1] == [row, row]
     with pytest.raises(SystemExit, match="other questions or weights"):
         flips.load_rows([a, b])
+
+
+def test_rows_of_another_draw_of_questions_are_kept_apart(tmp_path):
+    flips = load("answer_flips")
+    head = {"dataset": "easyvqa-grid-dev", "samples": 2, "weights": "w", "reference": ["yes", "no"]}
+    row = {"variant": "v", "keep": 0.25, "answers": ["yes", "yes"]}
+    old, zero, one = tmp_path / "old.json", tmp_path / "zero.json", tmp_path / "one.json"
+    old.write_text(json.dumps({**head, "rows": [row]}))  # written before --seed: seed 0
+    zero.write_text(json.dumps({**head, "seed": 0, "rows": [row]}))
+    one.write_text(json.dumps({**head, "seed": 1, "rows": [row]}))
+    assert flips.load_rows([old, zero])[0]["seed"] == 0
+    assert flips.load_rows([one])[0]["seed"] == 1
+    with pytest.raises(SystemExit, match="other questions or weights"):
+        flips.load_rows([old, one])
