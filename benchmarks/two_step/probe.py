@@ -3,10 +3,11 @@
     TF_COUNTS=128x8,41x22 python benchmarks/two_step/probe.py --samples 800 --keep 0.25 \
         --variants "current defaults" --baselines luvc:focus=true,stage=llm,start=5 --out F
 
-The shipped hold carries all 256 tokens of a mosaic through 5 layers, then 25 of the named tile's. Here the LM-stage
+The shipped hold carries all 256 tokens of a mosaic through 5 layers, then 26-25 of the named tile's. Here the LM-stage
 drops follow TF_COUNTS instead (COUNTxLAYERS,...; they must cover every decoder layer): e.g. 128 tokens (the named
 tile's 64 and the 64 best-scoring of the rest) through 8 layers, then 41 of the tile's. Each drop ranks the named
-tile first, as hold does; the realised keep is printed in each row and must match the one asked.
+tile first, as hold does. The counts, not --keep, set the budget: each row records the keep they realise (visual
+tokens entering each layer; with benchmarks/frozen_context/patch.diff it leaves out the frozen tokens' cost).
 """
 
 import os
