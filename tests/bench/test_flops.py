@@ -2,7 +2,7 @@
 
 from transformers import CLIPVisionConfig, Dinov2Config, LlamaConfig
 
-from tokenfunnel.bench.flops import encoder_flops, layer_flops, prefill_flops, vit_layer_flops
+from tokenfunnel.bench.flops import context_flops, encoder_flops, layer_flops, prefill_flops, vit_layer_flops
 
 
 def test_vit_layer_by_hand():
@@ -26,3 +26,10 @@ def test_decoder_layer_by_hand():
     # causal attention over 1+2+3 = 6 visible pairs: 2 * 2 * 6 * 2 heads * 2 = 96
     assert layer_flops(3, config) == 288 + 576 + 96
     assert prefill_flops([3, 3], config) == 2 * 960
+
+
+def test_frozen_context_by_hand():
+    config = LlamaConfig(hidden_size=4, intermediate_size=8, num_attention_heads=2, num_key_value_heads=1)
+    # 5 frozen tokens, head_dim 2, one key/value head: k,v 2*5*4*2*2 = 160; 3 visual queries over them: 2*2*3*5*2*2
+    assert context_flops([5], [3], config) == 160 + 240
+    assert context_flops([0, 5], [7, 3], config) == 400

@@ -27,6 +27,18 @@ def prefill_flops(tokens_per_layer: list[int], config) -> float:
     return sum(layer_flops(t, config) for t in tokens_per_layer)
 
 
+def context_flops(frozen: list[int], visual: list[int], config) -> float:
+    """FLOPs LUVC's frozen context adds to a prefill whose layers hold ``frozen`` frozen tokens and ``visual`` visual
+    tokens: each layer projects its frozen tokens' keys and values, and its visual tokens attend them (counted as if
+    each saw all of them, an upper bound)."""
+    d = config.hidden_size
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or d // heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    pairs = zip(frozen, visual, strict=True)
+    return sum(2 * f * d * head_dim * 2 * kv + 2 * 2 * v * f * heads * head_dim for f, v in pairs)
+
+
 def vision_width(config) -> tuple[int, int]:
     """(width, summed inner width of the MLP's matrices) of a ViT layer, across config styles.
 

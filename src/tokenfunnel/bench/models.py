@@ -63,6 +63,12 @@ class BenchModel:
         uncompressed model, ``visual`` in every layer)."""
         return list(report.get("llm_visual_tokens") or [report.get("visual_tokens", visual)] * self.decoder_layers)
 
+    def context_tokens(self, report: dict) -> list[int]:
+        """Frozen-context tokens each decoder layer projects keys and values for in that forward (LUVC's
+        ``context="frozen"``; the first sample's when samples differ), 0 without."""
+        frozen = report.get("llm_context_tokens") or [0] * self.decoder_layers
+        return list(frozen[0]) if isinstance(frozen[0], list) else list(frozen)
+
     def inputs(self, batch: dict) -> dict:
         """Keyword arguments of a forward on ``batch`` (its tensors, plus prompt positions where they apply)."""
         if self.positions:

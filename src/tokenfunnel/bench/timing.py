@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from tokenfunnel.bench.flops import prefill_flops
+from tokenfunnel.bench.flops import context_flops, prefill_flops
 from tokenfunnel.bench.models import BenchModel
 from tokenfunnel.bench.prefill import llm_timer
 from tokenfunnel.bench.settings import Setting
@@ -70,9 +70,11 @@ def time_prompt(
         with setting.applied(bench.model, bench.processor) as handle:
             measure(bench, batch)  # warm-up: caches, allocator, lazy initialisation
             runs = [measure(bench, batch) for _ in range(repeats)]
-            tokens = bench.llm_tokens(handle.report() if handle is not None else {}, visual)
+            report = handle.report() if handle is not None else {}
+            tokens = bench.llm_tokens(report, visual)
         out[setting.id] = {name: [run[name] for run in runs] for name in FIELDS}
-        out[setting.id]["flops_llm"] = prefill_flops([text + n for n in tokens], bench.text_config)
+        flops = prefill_flops([text + n for n in tokens], bench.text_config)
+        out[setting.id]["flops_llm"] = flops + context_flops(bench.context_tokens(report), tokens, bench.text_config)
         if step is not None:
             step()
     return out

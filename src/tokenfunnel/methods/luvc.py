@@ -13,14 +13,17 @@ from torch import Tensor
 from tokenfunnel.methods.common import can_decode, check_keep, decoder_layers, focus_label, oim_steps, question_text
 from tokenfunnel.ops.budget import SHAPES, cascade
 from tokenfunnel.ops.detail import ahead, named_parts, part_cells
+from tokenfunnel.ops.lattice import lattice_size
 from tokenfunnel.ops.pool import cell_groups
 from tokenfunnel.ops.select import best_per_group, gather_tokens, topk_in_order
 from tokenfunnel.ops.setmerge import fold_rest
 from tokenfunnel.ops.spectrum import highfreq_score
+from tokenfunnel.runtime.context import check_layer, kv_share
 from tokenfunnel.runtime.state import ScoreInput, Selection, Visuals
 
 SPECTRA = ("2d", "1d", "channel")
 STAGES = ("auto", "llm", "encoder")
+CONTEXTS = ("none", "frozen")
 # contextual share of the encoder stage when none is asked for: VisionZip's 10 of 64, which led no contextual tokens
 # on dev single images and mosaics (0.3 measured level with it: README, "How the defaults were chosen")
 ENCODER_CONTEXTUAL = 10 / 64
@@ -83,6 +86,16 @@ class LUVCConfig:
         after. Where the budget holds more than the part (keep 0.5 on a quarter), the tokens beyond it measured
         better kept to the end, and other questions get the drop they get with ``hold=0`` (the default). The
         ``luvc-focus`` preset holds ``FOCUS_HOLD`` (2/3).
+    context: what becomes of the tokens the language model's drops take out. "none" (the default): they are gone.
+        "frozen": those on every ``context_stride``-th row and column of the image's grid stay on as keys and values
+        that only the visual tokens still in the sequence attend (text does not, nor does decoding): each keeps the
+        state it had at the drop, and each later layer projects only its key and value, about 1/16 of a token's
+        cost on the bundled VLM's language model and 1/6 at LLaVA-7B's shape. The budget pays for them: the counts
+        after the drop are lowered by what the lattice's keys and values would cost if none of it were kept, and
+        ``report()`` counts each frozen token at its share (``context_cost``) in ``keep``, so the realised keep is
+        at most the asked one. Acts only on drops inside the language model (stage "llm", or hold on a named part);
+        SDPA or eager attention; no contextual folding with it.
+    context_stride: the lattice of frozen context: every that many rows and columns (2: a quarter of the grid).
     tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
@@ -103,6 +116,8 @@ class LUVCConfig:
     stage: str = "auto"
     focus: bool = False
     hold: float = 0.0
+    context: str = "none"
+    context_stride: int = 2
     tokenizer: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +152,14 @@ class LUVCConfig:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage == "encoder" and self.grid_keep != 1.0:
             raise ValueError("stage must be 'llm' with OIM (grid_keep < 1 or None); stage='encoder' needs grid_keep=1")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
+        if self.context_stride < 1:
+            raise ValueError(f"context_stride must be >= 1 (rows and columns apart), got {self.context_stride}")
+        if self.context == "frozen" and self.stage == "encoder":
+            raise ValueError("frozen context keeps what the language model's drops take out: use it with stage='llm'")
+        if self.context == "frozen" and self.contextual:
+            raise ValueError("frozen context and contextual folding both hold dropped tokens: pick one (contextual=0)")
         if not 0 <= self.coverage <= 1:
             raise ValueError(f"coverage must be a share in [0, 1] of the tokens a drop keeps, got {self.coverage}")
 
@@ -193,6 +216,9 @@ class LUVC:
         self.fold = None
         # the drop between the projector and the language model (focus), None when the encoder drops
         self.select = None
+        # frozen context (see ``LUVCConfig.context``): the lattice's stride, None when off; a frozen token's cost
+        self.context_stride = config.context_stride if config.context == "frozen" else None
+        self.context_cost = 0.0
 
     def check(self, adapter) -> None:
         if self.config.stage == "encoder" and adapter.family != "llava":
@@ -207,6 +233,15 @@ class LUVC:
             )
         self.layers = decoder_layers(adapter)
         self.stage, self.contextual = resolve_stage(self.config, adapter.family)
+        if self.context_stride is not None:
+            if self.stage == "encoder" and not (self.config.focus and self.config.hold):
+                raise ValueError(
+                    f"frozen context keeps what the language model's drops take out, and on {adapter.family} luvc "
+                    "drops after the encoder: use stage='llm' (or focus with hold)"
+                )
+            first = adapter.text_model.layers[0]
+            check_layer(first)
+            self.context_cost = kv_share(first)
         self.fold = self._fold if self.contextual > 0 and self.stage == "llm" else None
         self.select = self._select if self.config.focus else None
 
@@ -275,7 +310,8 @@ class LUVC:
         total = images * n
         counts = [total] * v.layers
         if c.keep < 1.0:
-            counts = cascade(total, v.layers, c.keep * total, c.shape, start, c.final_zero, c.every)
+            mean = self._mean(c.keep * total, total, [v.grid] * images, v.layers, start)
+            counts = cascade(total, v.layers, mean, c.shape, start, c.final_zero, c.every)
         cells = torch.arange(total, device=x.device)
         info = {"focus": focus_label(parts, False), "question_text": text}
         every = None if first is None else first.repeat(images)
@@ -288,6 +324,28 @@ class LUVC:
         if self.stage == "encoder":  # the encoder chose the count; only final_zero acts in the language model
             return [entering] * (layers - 1) + [0 if c.final_zero else entering]
         return cascade(entering, layers, c.keep * original, c.shape, c.start, c.final_zero, c.every)
+
+    def context_counts(self, entering: int, original: int, images: list[tuple[int, int]], layers: int) -> list[int]:
+        """``llm_counts`` with frozen context: the cascade lowered by what the context costs at most."""
+        c = self.config
+        if c.keep == 1.0:
+            return [entering] * layers
+        mean = self._mean(c.keep * original, entering, images, layers, c.start)
+        return cascade(entering, layers, mean, c.shape, c.start, c.final_zero, c.every)
+
+    def _mean(self, budget: float, entering: int, images: list[tuple[int, int]], layers: int, start: int) -> float:
+        """The mean visual tokens per layer a ``budget`` (tokens per layer) leaves once frozen context is paid for:
+        at most the whole lattice, frozen from the first drop (``start``) on; all of it without frozen context."""
+        if self.context_stride is None:
+            return budget
+        reserve = self.context_cost * lattice_size(images, self.context_stride) * (layers - start) / layers
+        if budget - reserve < entering * start / layers:
+            raise ValueError(
+                f"frozen context's keys and values cost up to {reserve:.1f} tokens a layer, more than "
+                f"keep={self.config.keep} leaves after carrying every token through {start} layers; raise keep or "
+                "context_stride, or lower start"
+            )
+        return budget - reserve
 
     def _features(self, inputs: ScoreInput) -> Tensor:
         x = inputs.hidden

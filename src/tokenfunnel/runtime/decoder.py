@@ -15,9 +15,11 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
-from tokenfunnel.ops.select import first_then, gather_tokens, topk_in_order
+from tokenfunnel.ops.lattice import lattice
+from tokenfunnel.ops.select import first_then, gather_tokens, keep_mask, topk_in_order
 from tokenfunnel.runtime.cache import CACHE
 from tokenfunnel.runtime.clock import ours
+from tokenfunnel.runtime.context import Ahead, Frozen, context_allowed, freeze, keys_values, kv_share
 from tokenfunnel.runtime.state import Layout, Plan, Record, ScoreInput
 
 
@@ -49,12 +51,23 @@ def _mask(impl: str, valid: Tensor, q: int, dtype: torch.dtype) -> Tensor | None
         if q != k and q != 1:
             raise NotImplementedError("FlashAttention cannot attend several new tokens to a pruned cache; use sdpa")
         return valid.long()  # FlashAttention integrations take a 2D padding mask
+    return _cast(impl, _allowed(valid, q), dtype)
+
+
+def _allowed(valid: Tensor, q: int) -> Tensor:
+    """(B, 1, q, k) bool: the last ``q`` of ``valid`` (B, k) keys attend the valid keys up to themselves."""
+    k = valid.shape[1]
     rows = torch.arange(k - q, k, device=valid.device)[:, None]
     allowed = valid[:, None, None, :] & (torch.arange(k, device=valid.device) <= rows)
     allowed |= torch.arange(k, device=valid.device) == rows  # a padded query still attends itself: no empty rows
+    return allowed
+
+
+def _cast(impl: str, allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask in the form ``impl`` takes it (sdpa: as is; eager: additive)."""
     if impl == "sdpa":
         return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=valid.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def _layer_positions(pos: Tensor) -> Tensor | None:
@@ -73,6 +86,13 @@ def prefill(
     b, t, _ = embeds.shape
     layers = model.layers[: model.config.num_hidden_layers]
     visual = layout.visual
+    stride = getattr(plan, "context_stride", None)  # frozen context: every stride-th row and column of what drops
+    impl = _impl(model)
+    if stride is not None and impl.startswith("flash"):
+        raise ValueError(
+            "frozen context lets only the visual tokens see the frozen ones, a mask FlashAttention cannot take; load "
+            "the model with attn_implementation='sdpa', or use context='none'"
+        )
     entering = int(visual[0].sum())
     valid = mask.bool()
     # visual slots that hold a token; only a temporal stage leaves empty ones (padding samples to one count)
@@ -85,10 +105,17 @@ def prefill(
         ragged = layout.cells is not None and not bool(live.all())
         counts, per = _counts(plan, live, layout.original, len(layers)) if ragged else (None, None)
         if not ragged:
-            counts = plan.llm_counts(entering, layout.original, len(layers))
+            counts = (
+                plan.llm_counts(entering, layout.original, len(layers)) if stride is None
+                else plan.context_counts(entering, layout.original, layout.images, len(layers))
+            )  # fmt: skip
+        elif stride is not None:
+            raise ValueError(
+                "frozen context cannot run a batch whose samples bring different numbers of visual tokens to the "
+                "language model; run the samples one by one"
+            )
     if use_cache and cache is None:
         cache = DynamicCache(config=model.config)
-    impl = _impl(model)
     fold = getattr(plan, "fold", None)  # a plan that folds the tokens it drops into some it keeps
     if fold is not None and ragged:
         raise ValueError(
@@ -99,10 +126,14 @@ def prefill(
     now_visual = visual  # (B, T_now): which tokens of the current sequence are visual
     kept = layout.cells if layout.cells is not None else torch.arange(entering, device=embeds.device).expand(b, -1)
     hidden, pos = embeds, positions
+    order = torch.arange(t, device=embeds.device).expand(b, -1)  # each token's index in the given sequence
+    frozen: Frozen | None = None
+    frozen_rope = None
     attn = _mask(impl, valid, t, embeds.dtype)
     rope = model.rotary_emb(hidden, position_ids=pos)
     book = CacheBook([], [], positions.max(-1).values + 1 if layout.next_position is None else layout.next_position)
-    record.llm_visual_tokens, record.kept_cells = [], []
+    record.llm_visual_tokens, record.kept_cells, record.context_tokens = [], [], []
+    record.context_cost = kv_share(layers[0]) if stride is not None else None
     entered = []  # per layer, (B,) live visual tokens entering it
     for i, layer in enumerate(layers):
         thin = ragged and bool((live.sum(1) > per[:, i]).any())  # a sample falls below its own count here
@@ -126,25 +157,40 @@ def prefill(
                     size = size.gather(1, chosen) if size is not None else None
                 drop = torch.ones_like(now_visual)
                 drop.scatter_(1, at.gather(1, chosen), False)
+                if stride is not None:  # the dropped tokens on the lattice stay on as frozen context
+                    gone = ~keep_mask(chosen, kept.shape[1]) & lattice(kept, layout.images, stride)
+                    gone &= live if ragged else True
+                    cells = torch.full_like(order, -1).scatter(1, at, kept)
+                    frozen = freeze(frozen, hidden, order, pos, cells, torch.zeros_like(drop).scatter(1, at, gone))
+                    frozen_rope = model.rotary_emb(frozen.states, position_ids=frozen.positions)
                 keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
                 hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
+                order = order.gather(1, keep)
                 now_visual, kept = now_visual.gather(1, keep), kept.gather(1, chosen)
                 if ragged:  # the slots past a sample's own count stay in the batch but go dark (masked)
                     rank = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
                     live = rank.gather(1, chosen) < per[:, i : i + 1]
                     valid = valid.scatter(1, now_visual.nonzero()[:, 1].view(b, -1), live)
                 attn = _mask(impl, valid, hidden.shape[1], hidden.dtype)
+                if frozen is not None:
+                    seen = context_allowed(frozen, now_visual, order)
+                    attn = _cast(impl, torch.cat([seen, _allowed(valid, hidden.shape[1])], dim=-1), hidden.dtype)
                 rope = model.rotary_emb(hidden, position_ids=pos)
         entered.append(live.sum(1) if ragged else None)
         record.llm_visual_tokens.append(kept.shape[1])
         record.kept_cells.append(kept.masked_fill(~live, -1) if ragged else kept)
         book.lengths.append(hidden.shape[1])
         book.valid.append(valid)
+        here = cache
+        if frozen is not None:
+            with ours():
+                here = Ahead(cache, *keys_values(layer, frozen.states, frozen_rope))
+        record.context_tokens.append(frozen.valid.sum(1) if frozen is not None else None)
         hidden = layer(
             hidden,
             attention_mask=attn,
             position_ids=_layer_positions(pos),
-            **{CACHE: cache},
+            **{CACHE: here},
             use_cache=use_cache,
             position_embeddings=rope,
         )

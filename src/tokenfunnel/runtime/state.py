@@ -116,7 +116,9 @@ class Plan(Protocol):
     Optional attributes, None or absent when unused: ``temporal`` (frames -> merged frames, between the projector
     and the LLM), ``select`` (per-sample token choice there), and ``fold(inputs, scores, count, size)`` -> (kept
     indices in order, their new hidden states, their sizes), which replaces the decoder's plain top-k when dropped
-    tokens are to be folded into kept ones.
+    tokens are to be folded into kept ones; ``context_stride`` (frozen context, ``runtime.context``: the dropped tokens
+    on that lattice of each image's grid stay on as keys and values), with which the decoder asks
+    ``context_counts(entering, original, images, layers)`` instead of ``llm_counts``.
     """
 
     proportional: bool
@@ -179,6 +181,10 @@ class Record:
     layout: Layout | None = None
     llm_visual_tokens: list = field(default_factory=list)  # per layer; per sample and layer when samples differ
     kept_cells: list[Tensor] = field(default_factory=list)  # per decoder layer, (B, n_l) cells entering it
+    # frozen context: per decoder layer, (B,) frozen tokens whose keys and values it projects (None: none yet), and
+    # a frozen token's cost in a layer as a share of a full token's (None: no frozen context)
+    context_tokens: list[Tensor | None] = field(default_factory=list)
+    context_cost: float | None = None
 
     def report(self) -> dict:
         if self.layout is None:
@@ -197,6 +203,8 @@ class Record:
         else:
             out["visual_tokens"] = int(lay.visual[0].sum())
             out["keep"] = round(sum(counts) / (lay.original * len(counts)), 6)
+        if self.context_cost is not None:
+            out.update(self._context(counts, lay.original))
         out["original_visual_tokens"] = lay.original
         out["llm_visual_tokens"] = [list(c) for c in counts] if counts and isinstance(counts[0], list) else list(counts)
         out["grids"] = [list(g) for g in lay.images]
@@ -209,4 +217,19 @@ class Record:
             out["temporal"] = {k: list(v) for k, v in lay.temporal.items()}
         if lay.stage is not None:
             out["stage"] = {k: list(v) for k, v in lay.stage.items()}
+        return out
+
+    def _context(self, counts: list, original: int) -> dict:
+        """keep counting each frozen token at its cost, and the frozen tokens per layer (one list per sample when
+        samples differ)."""
+        b = self.kept_cells[0].shape[0]
+        zero = torch.zeros(b, dtype=torch.long)
+        frozen = torch.stack([zero if c is None else c.cpu() for c in self.context_tokens], dim=1).tolist()
+        visual = counts if counts and isinstance(counts[0], list) else [list(counts)] * b
+        cost = self.context_cost
+        keeps = [(sum(v) + cost * sum(f)) / (original * len(v)) for v, f in zip(visual, frozen, strict=True)]
+        out = {"keep": round(sum(keeps) / b, 6), "context_cost": round(cost, 6)}
+        if len(set(keeps)) > 1 or visual is counts:  # a ragged batch reports it as without frozen context
+            out["keep_per_sample"] = [round(k, 6) for k in keeps]
+        out["llm_context_tokens"] = frozen if any(f != frozen[0] for f in frozen) else frozen[0]
         return out
