@@ -219,11 +219,12 @@ def test_focus_off_the_llava_family_is_refused_and_nothing_is_patched():
     assert not hasattr(model, MARK)
 
 
-def test_the_luvc_focus_preset_is_luvc_with_focus_on_and_the_named_part_held():
+def test_the_luvc_focus_preset_is_luvc_with_focus_on_the_named_part_held_and_frozen_context():
     model = build()
     inputs = prompt()
     said = Said("In the top-left picture, what colour?")
-    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=said, **HELD) as handle:
+    preset = dict(HELD, context="frozen", context_stride=None)
+    with tokenfunnel.compress(model, "luvc", keep=0.25, tokenizer=said, **preset) as handle:
         ref, ref_report = logits(model, inputs), handle.report()
     with tokenfunnel.compress(model, "luvc-focus", keep=0.25, tokenizer=said) as handle:
         assert torch.equal(logits(model, inputs), ref) and handle.report()["kept"] == ref_report["kept"]

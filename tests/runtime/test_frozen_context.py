@@ -12,7 +12,9 @@ from transformers.cache_utils import DynamicCache
 import tokenfunnel
 from adapters import test_idefics3, test_internvl, test_qwen2_vl
 from tiny import GRID, IMAGE_TOKEN, PATCHES, Said, assert_rows_match_alone, build, generate, logits, pair, prompt
+from tokenfunnel import LUVCConfig
 from tokenfunnel.adapters import adapter_for
+from tokenfunnel.methods.luvc import FOCUS_HOLD, LUVC, held_start
 from tokenfunnel.ops.lattice import lattice, lattice_size
 from tokenfunnel.runtime.context import keys_values
 from tokenfunnel.runtime.patch import MARK
@@ -216,3 +218,17 @@ def test_m_rope_families_batch_as_their_samples_alone(family):
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-4, rtol=1e-4)
     assert max(max(f) for f in report["llm_context_tokens"]) > 0
     assert report["keep"] <= 0.4 + 0.5 / (32 * 4)  # but for rounding the total to a whole token
+
+
+@pytest.mark.parametrize("keep, stride", [(0.25, 2), (0.11, 4), (0.05, 6)])
+def test_the_auto_lattice_is_the_densest_whose_keys_and_values_cost_at_most_a_sixth_of_the_tokens_kept(keep, stride):
+    # the bundled VLM's shape: a 16 x 16 grid, 30 layers, a frozen token at 1/16 of a token; hold at 2/3 of the
+    # budget carries every token through int(20 * keep) layers (5 at 0.25, 2 at 0.11, 1 at 0.05)
+    plan = LUVC(
+        LUVCConfig(keep=keep, focus=True, hold=FOCUS_HOLD, tokenizer=Said("?"), context="frozen", context_stride=None)
+    )
+    plan.stage, plan.context_cost = "encoder", 1 / 16
+    start = held_start(FOCUS_HOLD, keep, 30)
+    kept = (keep * 256 * 30 - start * 256) / (30 - start)
+    assert plan.context_lattice([(16, 16)], 30) == stride
+    assert lattice_size([(16, 16)], stride) / 16 <= kept / 6 < lattice_size([(16, 16)], stride - 1) / 16

@@ -31,6 +31,11 @@ ENCODER_CONTEXTUAL = 10 / 64
 # when the question names a part; 2/3 led the drops tried on dev mosaics at keep 0.25 (README, "LUVC on the bundled
 # VLM")
 FOCUS_HOLD = 2 / 3
+# frozen context's lattice when none is asked for (context_stride=None): the densest whose keys and values cost at most
+# this share of the tokens the drop keeps. On dev mosaics (800 questions): stride 2 at keep 0.25 (16%) gained 1.0 and
+# 1.6 points on two draws; at keep 0.11 stride 2 (34%) lost 2.2, stride 3 (19%) 0.4, stride 4 (8%) gained 0.2. A sixth
+# picks the best of each (README, "LUVC on the bundled VLM")
+CONTEXT_SHARE = 1 / 6
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,9 @@ class LUVCConfig:
         ``report()`` counts each frozen token at its share (``context_cost``) in ``keep``, so the realised keep is
         at most the asked one. Acts only on drops inside the language model (stage "llm", or hold on a named part);
         SDPA or eager attention; no contextual folding with it.
-    context_stride: the lattice of frozen context: every that many rows and columns (2: a quarter of the grid).
+    context_stride: the lattice of frozen context: every that many rows and columns (2: a quarter of the grid). None:
+        the densest lattice (stride 2 or more) whose keys and values cost at most ``CONTEXT_SHARE`` of the tokens the
+        drop keeps; the ``luvc-focus`` preset runs frozen context so.
     tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; only used with focus.
     """
 
@@ -117,7 +124,7 @@ class LUVCConfig:
     focus: bool = False
     hold: float = 0.0
     context: str = "none"
-    context_stride: int = 2
+    context_stride: int | None = 2
     tokenizer: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -154,7 +161,7 @@ class LUVCConfig:
             raise ValueError("stage must be 'llm' with OIM (grid_keep < 1 or None); stage='encoder' needs grid_keep=1")
         if self.context not in CONTEXTS:
             raise ValueError(f"context must be one of {CONTEXTS}, got {self.context!r}")
-        if self.context_stride < 1:
+        if self.context_stride is not None and self.context_stride < 1:
             raise ValueError(f"context_stride must be >= 1 (rows and columns apart), got {self.context_stride}")
         if self.context == "frozen" and self.stage == "encoder":
             raise ValueError("frozen context keeps what the language model's drops take out: use it with stage='llm'")
@@ -195,12 +202,14 @@ def resolve_stage(config: LUVCConfig, family: str | None) -> tuple[str | None, f
 
 @dataclass(frozen=True)
 class LUVCFocusConfig(LUVCConfig):
-    """LUVC with ``focus=True`` and ``hold=FOCUS_HOLD`` (the ``luvc-focus`` preset): the tokens of the part of the
-    picture the question names go first, after the first layers have read every token; needs the processor's
-    tokenizer."""
+    """LUVC with ``focus=True``, ``hold=FOCUS_HOLD`` and frozen context on a lattice sized to the budget (the
+    ``luvc-focus`` preset): the tokens of the part of the picture the question names go first, after the first layers
+    have read every token, and go on seeing a frozen lattice of the rest; needs the processor's tokenizer."""
 
     focus: bool = True
     hold: float = FOCUS_HOLD
+    context: str = "frozen"
+    context_stride: int | None = None
 
 
 class LUVC:
@@ -216,8 +225,9 @@ class LUVC:
         self.fold = None
         # the drop between the projector and the language model (focus), None when the encoder drops
         self.select = None
-        # frozen context (see ``LUVCConfig.context``): the lattice's stride, None when off; a frozen token's cost
-        self.context_stride = config.context_stride if config.context == "frozen" else None
+        # frozen context (see ``LUVCConfig.context``): (images, layers) -> the lattice's stride, None when off; what a
+        # frozen token costs in a layer, as a share of a token
+        self.context_lattice = self._lattice if config.context == "frozen" else None
         self.context_cost = 0.0
 
     def check(self, adapter) -> None:
@@ -233,7 +243,7 @@ class LUVC:
             )
         self.layers = decoder_layers(adapter)
         self.stage, self.contextual = resolve_stage(self.config, adapter.family)
-        if self.context_stride is not None:
+        if self.context_lattice is not None:
             if self.stage == "encoder" and not (self.config.focus and self.config.hold):
                 raise ValueError(
                     f"frozen context keeps what the language model's drops take out, and on {adapter.family} luvc "
@@ -333,12 +343,26 @@ class LUVC:
         mean = self._mean(c.keep * original, entering, images, layers, c.start)
         return cascade(entering, layers, mean, c.shape, c.start, c.final_zero, c.every)
 
+    def _lattice(self, images: list[tuple[int, int]], layers: int) -> int:
+        """The stride of frozen context's lattice on ``images`` (see ``LUVCConfig.context_stride``)."""
+        c = self.config
+        if c.context_stride is not None:
+            return c.context_stride
+        start = c.start if self.stage == "llm" else held_start(c.hold, c.keep, layers)
+        total = sum(h * w for h, w in images)
+        kept = (c.keep * total * layers - start * total) / max(1, layers - start)  # per layer after the drop
+        widest = max(max(h, w) for h, w in images)
+        for stride in range(2, widest):
+            if self.context_cost * lattice_size(images, stride) <= CONTEXT_SHARE * kept:
+                return stride
+        return max(2, widest)  # one token per image
+
     def _mean(self, budget: float, entering: int, images: list[tuple[int, int]], layers: int, start: int) -> float:
         """The mean visual tokens per layer a ``budget`` (tokens per layer) leaves once frozen context is paid for:
         at most the whole lattice, frozen from the first drop (``start``) on; all of it without frozen context."""
-        if self.context_stride is None:
+        if self.context_lattice is None:
             return budget
-        reserve = self.context_cost * lattice_size(images, self.context_stride) * (layers - start) / layers
+        reserve = self.context_cost * lattice_size(images, self._lattice(images, layers)) * (layers - start) / layers
         if budget - reserve < entering * start / layers:
             raise ValueError(
                 f"frozen context's keys and values cost up to {reserve:.1f} tokens a layer, more than "

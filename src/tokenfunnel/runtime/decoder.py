@@ -86,7 +86,8 @@ def prefill(
     b, t, _ = embeds.shape
     layers = model.layers[: model.config.num_hidden_layers]
     visual = layout.visual
-    stride = getattr(plan, "context_stride", None)  # frozen context: every stride-th row and column of what drops
+    lattice_of = getattr(plan, "context_lattice", None)  # frozen context: every stride-th row and column of a drop
+    stride = None if lattice_of is None else lattice_of(layout.images, len(layers))
     impl = _impl(model)
     if stride is not None and impl.startswith("flash"):
         raise ValueError(

@@ -116,9 +116,9 @@ class Plan(Protocol):
     Optional attributes, None or absent when unused: ``temporal`` (frames -> merged frames, between the projector
     and the LLM), ``select`` (per-sample token choice there), and ``fold(inputs, scores, count, size)`` -> (kept
     indices in order, their new hidden states, their sizes), which replaces the decoder's plain top-k when dropped
-    tokens are to be folded into kept ones; ``context_stride`` (frozen context, ``runtime.context``: the dropped tokens
-    on that lattice of each image's grid stay on as keys and values), with which the decoder asks
-    ``context_counts(entering, original, images, layers)`` instead of ``llm_counts``.
+    tokens are to be folded into kept ones; ``context_lattice(images, layers)`` -> stride (frozen context,
+    ``runtime.context``: the dropped tokens on that lattice of each image's grid stay on as keys and values), with
+    which the decoder asks ``context_counts(entering, original, images, layers)`` instead of ``llm_counts``.
     """
 
     proportional: bool
