@@ -7,6 +7,8 @@
         --out benchmarks/luvc_speed_llava_shape_16.json
     python scripts/luvc_speed.py --model llava-1.5-shape --layers 32 --samples 4 --repeats 10 --device cuda \
         --dtype bfloat16 --out benchmarks/luvc_speed_llava_shape_gpu.json   # all 32 layers, SDPA, on a GPU
+    python scripts/luvc_speed.py --model llava-1.5-shape --layers 32 --samples 2 --repeats 5 --threads 2 \
+        --dtype bfloat16 --keep 0.25 0.11 --hold 0.6667 --context --out F   # luvc-focus as it ships
 
 Batch 1, fp32 unless --dtype says otherwise, one mosaic question per sample (test split: timing only, no
 accuracy). For each sample the uncompressed model and every keep run interleaved (A/B/C/...), each timed as the
@@ -37,7 +39,7 @@ from pathlib import Path
 import torch
 
 import tokenfunnel
-from tokenfunnel.bench.flops import prefill_flops
+from tokenfunnel.bench.flops import context_flops, prefill_flops
 from tokenfunnel.bench.models import DTYPES, OnDevice, llava_shaped, synthetic_batch
 from tokenfunnel.bench.prefill import llm_timer
 from tokenfunnel.data import easyvqa
@@ -83,10 +85,18 @@ def main() -> None:
         help="time luvc-focus's schedule for a question naming a part: every token through the first layers that "
         "this share of the budget pays for, then one drop (random prompts name nothing: the drop ranks by score)",
     )
+    parser.add_argument(
+        "--context",
+        action="store_true",
+        help="with --hold, time luvc-focus as it ships: frozen context on its budget-sized lattice (the FLOP-ideal "
+        "counts the frozen tokens' keys and values and the tile's attention to them; the unpatched ceiling does not)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/luvc_speed.json"))
     args = parser.parse_args()
+    if args.context and not args.hold:
+        parser.error("--context times frozen context after hold's drop: give --hold too (luvc-focus: 0.6667)")
     torch.set_num_threads(args.threads)
     dtype = DTYPES[args.dtype]
     if args.model == "bundled":
@@ -103,6 +113,8 @@ def main() -> None:
     times: dict[float, list[float]] = {k: [] for k in [1.0, *args.keep]}
     plain_times: dict[float, list[float]] = {k: [] for k in times}
     counts: dict[float, list[int]] = {}
+    frozen: dict[float, list[int]] = {1.0: [0] * config.num_hidden_layers}
+    realised: dict[float, float] = {1.0: 1.0}  # report()'s keep: frozen tokens counted at their share
     text_tokens = 0
     with torch.no_grad():
         for batch in batches:
@@ -117,9 +129,14 @@ def main() -> None:
                     held = {}
                     if args.hold:
                         held = {"stage": "llm", "start": held_start(args.hold, keep, config.num_hidden_layers)}
+                    if args.context:
+                        held.update(context="frozen", context_stride=None)
                     with tokenfunnel.compress(model, "luvc", keep=keep, every=args.every, **held) as handle:
                         times[keep].append(timed(model, batch, args.repeats))
-                        counts[keep] = handle.report()["llm_visual_tokens"]
+                        report = handle.report()
+                        counts[keep] = report["llm_visual_tokens"]
+                        frozen[keep] = report.get("llm_context_tokens") or [0] * config.num_hidden_layers
+                        realised[keep] = report["keep"]
                 # the ceiling right after the setting it belongs to, so drift of the machine hits both alike
                 tokens = [text_tokens + n for n in counts[keep]]
                 plain = {t: timed_plain(model.model.language_model, t, args.repeats) for t in set(tokens)}
@@ -128,6 +145,7 @@ def main() -> None:
     rows = []
     for keep, seconds in times.items():
         flops = prefill_flops([text_tokens + n for n in counts[keep]], config)
+        flops += context_flops(frozen[keep], counts[keep], config)
         speedups = [a / b for a, b in zip(times[1.0], seconds, strict=True)]
         ideal = full / flops
         plain_speedup = statistics.median(a / b for a, b in zip(plain_times[1.0], plain_times[keep], strict=True))
@@ -135,7 +153,8 @@ def main() -> None:
             {
                 "method": "none" if keep == 1.0 else "luvc",
                 "keep": keep,
-                "realised_keep": round(sum(counts[keep]) / (counts[1.0][0] * len(counts[keep])), 4),
+                "realised_keep": round(realised[keep], 4),
+                "context_tokens": frozen[keep],
                 "llm_prefill_s": round(statistics.median(seconds), 5),
                 "speedup_llm_prefill": round(statistics.median(speedups), 3),
                 "flops_llm": flops,
@@ -152,6 +171,7 @@ def main() -> None:
         "decoder_layers": config.num_hidden_layers,
         "every": args.every,
         "hold": args.hold,
+        "context": args.context,
         "rows": rows,
         "samples": args.samples,
         "repeats": args.repeats,
