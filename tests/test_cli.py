@@ -81,6 +81,19 @@ def test_demo_json_on_a_user_image(bundled, tmp_path, astronaut):
     assert squeezed["answer"]
 
 
+def test_demo_json_gives_the_frozen_context_of_luvc_focus(bundled, tmp_path, astronaut):
+    path = tmp_path / "astronaut.png"
+    astronaut.save(path)
+    question = "In the top-left picture, what color is the shape?"
+    args = ["demo", "--image", str(path), "--question", question, "--method", "luvc-focus", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    squeezed = json.loads(result.stdout)["compressed"]
+    layers, frozen = squeezed["llm_visual_tokens"], squeezed["llm_context_tokens"]
+    assert layers[0] == 256 and layers[-1] < 64  # hold: every token first, then part of the named tile
+    assert frozen[0] == 0 and max(frozen) > 0 and squeezed["keep"] <= 0.25 + 1e-6
+
+
 def test_show_draws_the_kept_regions(bundled, tmp_path, astronaut):
     path, out = tmp_path / "astronaut.png", tmp_path / "kept.png"
     astronaut.save(path)

@@ -112,6 +112,8 @@ def _compressed_answer(model, processor, image, question: str, method: str, keep
     out["llm_visual_tokens"] = report["llm_visual_tokens"]  # entering each decoder layer
     out["keep"] = report["keep"]
     out["encoder_keep"] = report.get("encoder_keep", 1.0)
+    if "llm_context_tokens" in report:  # frozen context: keys and values only, counted in keep at their share
+        out["llm_context_tokens"] = report["llm_context_tokens"]
     return out
 
 
