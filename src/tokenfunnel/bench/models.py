@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from tokenfunnel.bench.errors import BenchError
+from tokenfunnel.bench.flops import context_flops, prefill_flops
 from tokenfunnel.data.easyvqa import model_input
 from tokenfunnel.data.video import frames_of
 from tokenfunnel.ops.positions import prompt_positions
@@ -63,11 +64,14 @@ class BenchModel:
         uncompressed model, ``visual`` in every layer)."""
         return list(report.get("llm_visual_tokens") or [report.get("visual_tokens", visual)] * self.decoder_layers)
 
-    def context_tokens(self, report: dict) -> list[int]:
-        """Frozen-context tokens each decoder layer projects keys and values for in that forward (LUVC's
-        ``context="frozen"``; the first sample's when samples differ), 0 without."""
+    def llm_flops(self, report: dict, text: int, visual: list[int]) -> float:
+        """FLOPs of the language model's prefill in the forward ``report`` describes, ``text`` text tokens and
+        ``visual`` visual tokens entering each layer, with LUVC's frozen context (``context="frozen"``; the first
+        sample's when samples differ) where it has one."""
         frozen = report.get("llm_context_tokens") or [0] * self.decoder_layers
-        return list(frozen[0]) if isinstance(frozen[0], list) else list(frozen)
+        frozen = frozen[0] if isinstance(frozen[0], list) else frozen
+        tokens = [text + n for n in visual]
+        return prefill_flops(tokens, self.text_config) + context_flops(frozen, visual, self.text_config)
 
     def inputs(self, batch: dict) -> dict:
         """Keyword arguments of a forward on ``batch`` (its tensors, plus prompt positions where they apply)."""

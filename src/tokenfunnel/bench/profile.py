@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from tokenfunnel.bench.flops import context_flops, encoder_flops, prefill_flops
+from tokenfunnel.bench.flops import encoder_flops
 from tokenfunnel.bench.memory import peak_bytes
 from tokenfunnel.bench.models import BenchModel
 from tokenfunnel.bench.settings import Setting
@@ -101,8 +101,7 @@ def profile(bench: BenchModel, batch: dict, setting: Setting) -> dict:
         "realised_keep": report.get("keep", 1.0),
         "encoder_keep": report.get("encoder_keep", 1.0),
         "flops_vision": encoder_flops(encoder, bench.vision_config),
-        "flops_llm": prefill_flops([text + n for n in llm], bench.text_config)
-        + context_flops(bench.context_tokens(report), llm, bench.text_config),
+        "flops_llm": bench.llm_flops(report, text, llm),
         "kv_cache_bytes": kv,
         "peak_mem_bytes": peak,
         "decode_tok_s": rate,

@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import torch
 
-from tokenfunnel.bench.flops import context_flops, prefill_flops
 from tokenfunnel.bench.models import BenchModel
 from tokenfunnel.bench.prefill import llm_timer
 from tokenfunnel.bench.settings import Setting
@@ -73,8 +72,7 @@ def time_prompt(
             report = handle.report() if handle is not None else {}
             tokens = bench.llm_tokens(report, visual)
         out[setting.id] = {name: [run[name] for run in runs] for name in FIELDS}
-        flops = prefill_flops([text + n for n in tokens], bench.text_config)
-        out[setting.id]["flops_llm"] = flops + context_flops(bench.context_tokens(report), tokens, bench.text_config)
+        out[setting.id]["flops_llm"] = bench.llm_flops(report, text, tokens)
         if step is not None:
             step()
     return out

@@ -19,7 +19,7 @@ from tokenfunnel.ops.lattice import lattice
 from tokenfunnel.ops.select import first_then, gather_tokens, keep_mask, topk_in_order
 from tokenfunnel.runtime.cache import CACHE
 from tokenfunnel.runtime.clock import ours
-from tokenfunnel.runtime.context import Ahead, Frozen, context_allowed, freeze, keys_values, kv_share
+from tokenfunnel.runtime.context import Ahead, Frozen, context_allowed, freeze, keys_values
 from tokenfunnel.runtime.state import Layout, Plan, Record, ScoreInput
 
 
@@ -134,7 +134,7 @@ def prefill(
     rope = model.rotary_emb(hidden, position_ids=pos)
     book = CacheBook([], [], positions.max(-1).values + 1 if layout.next_position is None else layout.next_position)
     record.llm_visual_tokens, record.kept_cells, record.context_tokens = [], [], []
-    record.context_cost = kv_share(layers[0]) if stride is not None else None
+    record.context_cost = plan.context_cost if stride is not None else None  # what the plan's budget paid per token
     entered = []  # per layer, (B,) live visual tokens entering it
     for i, layer in enumerate(layers):
         thin = ragged and bool((live.sum(1) > per[:, i]).any())  # a sample falls below its own count here
@@ -161,8 +161,7 @@ def prefill(
                 if stride is not None:  # the dropped tokens on the lattice stay on as frozen context
                     gone = ~keep_mask(chosen, kept.shape[1]) & lattice(kept, layout.images, stride)
                     gone &= live if ragged else True
-                    cells = torch.full_like(order, -1).scatter(1, at, kept)
-                    frozen = freeze(frozen, hidden, order, pos, cells, torch.zeros_like(drop).scatter(1, at, gone))
+                    frozen = freeze(frozen, hidden, order, pos, torch.zeros_like(drop).scatter(1, at, gone))
                     frozen_rope = model.rotary_emb(frozen.states, position_ids=frozen.positions)
                 keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
                 hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
@@ -172,8 +171,9 @@ def prefill(
                     rank = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
                     live = rank.gather(1, chosen) < per[:, i : i + 1]
                     valid = valid.scatter(1, now_visual.nonzero()[:, 1].view(b, -1), live)
-                attn = _mask(impl, valid, hidden.shape[1], hidden.dtype)
-                if frozen is not None:
+                if frozen is None:
+                    attn = _mask(impl, valid, hidden.shape[1], hidden.dtype)
+                else:  # the frozen keys go ahead of the layer's own (``Ahead``)
                     seen = context_allowed(frozen, now_visual, order)
                     attn = _cast(impl, torch.cat([seen, _allowed(valid, hidden.shape[1])], dim=-1), hidden.dtype)
                 rope = model.rotary_emb(hidden, position_ids=pos)

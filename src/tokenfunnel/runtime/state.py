@@ -118,7 +118,8 @@ class Plan(Protocol):
     indices in order, their new hidden states, their sizes), which replaces the decoder's plain top-k when dropped
     tokens are to be folded into kept ones; ``context_lattice(images, layers)`` -> stride (frozen context,
     ``runtime.context``: the dropped tokens on that lattice of each image's grid stay on as keys and values), with
-    which the decoder asks ``context_counts(entering, original, images, layers)`` instead of ``llm_counts``.
+    which the decoder asks ``context_counts(entering, original, images, layers)`` instead of ``llm_counts`` and
+    reports each frozen token at ``context_cost`` (its share of a token's cost in a layer).
     """
 
     proportional: bool
