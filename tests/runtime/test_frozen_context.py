@@ -5,6 +5,7 @@ its own layers do, keep=1 exact, padded batches equal their samples, and the bud
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers.cache_utils import DynamicCache
@@ -18,6 +19,7 @@ from tokenfunnel.methods.luvc import FOCUS_HOLD, LUVC, held_start
 from tokenfunnel.ops.lattice import lattice, lattice_size
 from tokenfunnel.runtime.context import keys_values
 from tokenfunnel.runtime.patch import MARK
+from tokenfunnel.viz.kept import kept_figure
 
 LAYERS = 6  # decoder layers of the tiny LLaVA
 FLAT = dict(stage="llm", start=1, context="frozen")  # one drop after the first layer (and a rounding one later)
@@ -88,6 +90,8 @@ def test_report_counts_each_frozen_token_at_its_share_and_the_budget_pays_for_th
     frozen = [len({c for c in set(range(PATCHES)) - k if on_lattice(c, 2)}) for k in kept]
     frozen = [0] + frozen[1:]  # nothing is dropped before the first layer
     assert report["llm_context_tokens"] == frozen
+    lattice_dropped = [{c for c in set(range(PATCHES)) - k if on_lattice(c, 2)} for k in kept]
+    assert [set(layer[0]) for layer in report["context"]] == [set()] + lattice_dropped[1:]
     cost = report["context_cost"]
     layer = model.model.language_model.layers[0]
     kv = layer.self_attn.k_proj.weight.numel() + layer.self_attn.v_proj.weight.numel()
@@ -232,3 +236,15 @@ def test_the_auto_lattice_is_the_densest_whose_keys_and_values_cost_at_most_a_si
     kept = (keep * 256 * 30 - start * 256) / (30 - start)
     assert plan.context_lattice([(16, 16)], 30) == stride
     assert lattice_size([(16, 16)], stride) / 16 <= kept / 6 < lattice_size([(16, 16)], stride - 1) / 16
+
+
+def test_the_picture_tints_the_frozen_context():
+    model = build()
+    with tokenfunnel.compress(model, "luvc", keep=0.25, **FLAT) as handle:
+        logits(model, prompt())
+        report = handle.report()
+    fig = kept_figure(np.zeros((4 * GRID[0], 4 * GRID[1], 3)), report, layers=[0, LAYERS - 1])
+    first, last = (ax.get_title() for ax in fig.axes[1:])
+    assert first.endswith(f"{PATCHES} tokens")  # nothing is frozen before the first drop
+    assert last.endswith(f"{report['llm_visual_tokens'][-1]} tokens + {report['llm_context_tokens'][-1]} frozen")
+    assert "amber: frozen context" in fig._suptitle.get_text()

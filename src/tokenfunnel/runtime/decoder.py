@@ -133,7 +133,7 @@ def prefill(
     attn = _mask(impl, valid, t, embeds.dtype)
     rope = model.rotary_emb(hidden, position_ids=pos)
     book = CacheBook([], [], positions.max(-1).values + 1 if layout.next_position is None else layout.next_position)
-    record.llm_visual_tokens, record.kept_cells, record.context_tokens = [], [], []
+    record.llm_visual_tokens, record.kept_cells, record.context_cells = [], [], []
     record.context_cost = plan.context_cost if stride is not None else None  # what the plan's budget paid per token
     entered = []  # per layer, (B,) live visual tokens entering it
     for i, layer in enumerate(layers):
@@ -161,7 +161,9 @@ def prefill(
                 if stride is not None:  # the dropped tokens on the lattice stay on as frozen context
                     gone = ~keep_mask(chosen, kept.shape[1]) & lattice(kept, layout.images, stride)
                     gone &= live if ragged else True
-                    frozen = freeze(frozen, hidden, order, pos, torch.zeros_like(drop).scatter(1, at, gone))
+                    take = torch.zeros_like(drop).scatter(1, at, gone)
+                    cells = torch.full_like(order, -1).scatter(1, at, kept)
+                    frozen = freeze(frozen, hidden, order, pos, take, cells)
                     frozen_rope = model.rotary_emb(frozen.states, position_ids=frozen.positions)
                 keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
                 hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
@@ -186,7 +188,7 @@ def prefill(
         if frozen is not None:
             with ours():
                 here = Ahead(cache, *keys_values(layer, frozen.states, frozen_rope))
-        record.context_tokens.append(frozen.valid.sum(1) if frozen is not None else None)
+        record.context_cells.append(frozen.cells if frozen is not None else None)
         hidden = layer(
             hidden,
             attention_mask=attn,

@@ -182,9 +182,10 @@ class Record:
     layout: Layout | None = None
     llm_visual_tokens: list = field(default_factory=list)  # per layer; per sample and layer when samples differ
     kept_cells: list[Tensor] = field(default_factory=list)  # per decoder layer, (B, n_l) cells entering it
-    # frozen context: per decoder layer, (B,) frozen tokens whose keys and values it projects (None: none yet), and
-    # a frozen token's cost in a layer as a share of a full token's (None: no frozen context)
-    context_tokens: list[Tensor | None] = field(default_factory=list)
+    # frozen context: per decoder layer, (B, F) the cells of the frozen tokens whose keys and values it projects (-1:
+    # padding; None: none yet), and a frozen token's cost in a layer as a share of a full token's (None: no frozen
+    # context)
+    context_cells: list[Tensor | None] = field(default_factory=list)
     context_cost: float | None = None
 
     def report(self) -> dict:
@@ -221,11 +222,12 @@ class Record:
         return out
 
     def _context(self, counts: list, original: int) -> dict:
-        """keep counting each frozen token at its cost, and the frozen tokens per layer (one list per sample when
-        samples differ)."""
+        """keep counting each frozen token at its cost, the frozen tokens per layer (one list per sample when
+        samples differ), and their cells per layer and sample (as ``kept``)."""
         b = self.kept_cells[0].shape[0]
-        zero = torch.zeros(b, dtype=torch.long)
-        frozen = torch.stack([zero if c is None else c.cpu() for c in self.context_tokens], dim=1).tolist()
+        none = torch.full((b, 0), -1, dtype=torch.long)
+        cells = [none if c is None else c.cpu() for c in self.context_cells]
+        frozen = torch.stack([(c >= 0).sum(1) for c in cells], dim=1).tolist()
         visual = counts if counts and isinstance(counts[0], list) else [list(counts)] * b
         cost = self.context_cost
         keeps = [(sum(v) + cost * sum(f)) / (original * len(v)) for v, f in zip(visual, frozen, strict=True)]
@@ -233,4 +235,5 @@ class Record:
         if len(set(keeps)) > 1 or visual is counts:  # a ragged batch reports it as without frozen context
             out["keep_per_sample"] = [round(k, 6) for k in keeps]
         out["llm_context_tokens"] = frozen if any(f != frozen[0] for f in frozen) else frozen[0]
+        out["context"] = [[[c for c in row if c >= 0] for row in layer.tolist()] for layer in cells]
         return out

@@ -25,7 +25,8 @@ def default_layers(n_layers: int) -> list[int]:
 def kept_figure(image: np.ndarray, report: dict, layers: list[int] | None = None, image_index: int = 0):
     """One panel per stage: the tokens leaving the encoder, then those entering chosen decoder layers. Patches whose
     token is gone are dark; patches folded into a token that is not a whole box (a contextual or ToMe group) are
-    tinted, since that token only summarises them."""
+    tinted, since that token only summarises them; with frozen context, patches whose token the layer still attends
+    as keys and values only (``report()["context"]``) are tinted amber."""
     boxes = np.array(report["boxes"][image_index]).reshape(-1, 4)
     owner = np.array(report["patch_owner"][image_index]).reshape(report["patch_grid"])
     offset = sum(a * b for a, b in report["grids"][:image_index])
@@ -36,17 +37,25 @@ def kept_figure(image: np.ndarray, report: dict, layers: list[int] | None = None
     fig, axes = plt.subplots(1, 1 + len(layers), figsize=(3.2 * (1 + len(layers)), 3.6))
     panel = _Panel(image, boxes, owner, summary)
     panel.draw(axes[0], np.ones(count, bool), "after the encoder")
+    context = report.get("context")
     for ax, layer in zip(axes[1:], layers, strict=True):
-        kept = np.asarray(report["kept"][layer][0]) - offset
-        alive = np.zeros(count, bool)
-        alive[kept[(kept >= 0) & (kept < count)]] = True
-        panel.draw(ax, alive, f"LLM layer {layer}")
+        alive = _marked(report["kept"][layer][0], offset, count)
+        frozen = None if context is None else _marked(context[layer][0], offset, count)
+        panel.draw(ax, alive, f"LLM layer {layer}", frozen)
     fig.suptitle(
         f"keep {report['keep']:.3f} (FLOP-equivalent); encoder_keep {report.get('encoder_keep', 1.0):.3f}; "
-        "dark: dropped, tinted: folded into a summary token"
+        "dark: dropped, tinted: folded into a summary token" + ("; amber: frozen context" if context else "")
     )
     fig.tight_layout()
     return fig
+
+
+def _marked(cells: list[int], offset: int, count: int) -> np.ndarray:
+    """(count,) bool: the tokens of one image (its cells start at ``offset``) that ``cells`` lists."""
+    idx = np.asarray(cells, dtype=int) - offset
+    out = np.zeros(count, bool)
+    out[idx[(idx >= 0) & (idx < count)]] = True
+    return out
 
 
 class _Panel:
@@ -55,14 +64,17 @@ class _Panel:
         gh, gw = owner.shape
         self.ph, self.pw = image.shape[0] / gh, image.shape[1] / gw
 
-    def draw(self, ax, alive: np.ndarray, where: str) -> None:
+    def draw(self, ax, alive: np.ndarray, where: str, frozen: np.ndarray | None = None) -> None:
         h, w = self.image.shape[:2]
         ax.imshow(self.image)
-        live = np.where(self.owner >= 0, alive[self.owner.clip(min=0)], False)
-        folded = live & self.summary[self.owner.clip(min=0)]
+        owner = self.owner.clip(min=0)
+        live = np.where(self.owner >= 0, alive[owner], False)
+        folded = live & self.summary[owner]
         shade = np.zeros(self.owner.shape + (4,))
         shade[~live] = (0, 0, 0, 0.75)
         shade[folded] = (0.1, 0.3, 1.0, 0.45)
+        cold = np.zeros_like(live) if frozen is None else np.where(self.owner >= 0, frozen[owner], False) & ~live
+        shade[cold] = (1.0, 0.6, 0.0, 0.5)
         ax.imshow(shade, extent=(0, w, h, 0), interpolation="nearest")
         for (r0, r1, c0, c1), on, part in zip(self.boxes, alive, self.summary, strict=True):
             if on and not part:
@@ -71,5 +83,7 @@ class _Panel:
                 ax.add_patch(Rectangle((x0, y0), *size, fill=False, lw=0.4, ec="white", alpha=0.6))
         whole, parts = int((alive & ~self.summary).sum()), int((alive & self.summary).sum())
         title = f"{where}: {whole + parts} tokens" + (f" ({parts} summaries)" if parts else "")
+        if frozen is not None and frozen.any():
+            title += f" + {int(frozen.sum())} frozen"
         ax.set_title(title, fontsize=9)
         ax.axis("off")
