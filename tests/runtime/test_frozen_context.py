@@ -87,11 +87,11 @@ def test_report_counts_each_frozen_token_at_its_share_and_the_budget_pays_for_th
         logits(model, prompt())
         report = handle.report()
     kept = [set(layer[0]) for layer in report["kept"]]
-    frozen = [len({c for c in set(range(PATCHES)) - k if on_lattice(c, 2)}) for k in kept]
-    frozen = [0] + frozen[1:]  # nothing is dropped before the first layer
+    # the dropped lattice cells, none before the first layer (nothing is dropped there)
+    context = [set()] + [{c for c in set(range(PATCHES)) - k if on_lattice(c, 2)} for k in kept[1:]]
+    frozen = [len(cells) for cells in context]
     assert report["llm_context_tokens"] == frozen
-    lattice_dropped = [{c for c in set(range(PATCHES)) - k if on_lattice(c, 2)} for k in kept]
-    assert [set(layer[0]) for layer in report["context"]] == [set()] + lattice_dropped[1:]
+    assert [set(layer[0]) for layer in report["context"]] == context
     cost = report["context_cost"]
     layer = model.model.language_model.layers[0]
     kv = layer.self_attn.k_proj.weight.numel() + layer.self_attn.v_proj.weight.numel()

@@ -24,27 +24,28 @@ class Frozen:
     states: Tensor  # (B, F, D) hidden states as the dropping layer received them
     order: Tensor  # (B, F) index in the sequence the language model was given (causality)
     positions: Tensor  # (B, F) or (3, B, F) RoPE positions
-    valid: Tensor  # (B, F) False at padding
-    cells: Tensor  # (B, F) the input cell each stands for (as ``Layout.cells``), -1 at padding; for report()
+    cells: Tensor  # (B, F) the input cell each stands for (as ``Layout.cells``), -1 at padding
+
+    @property
+    def valid(self) -> Tensor:
+        """(B, F) False at padding."""
+        return self.cells >= 0
 
 
-def freeze(frozen: Frozen | None, hidden: Tensor, order: Tensor, pos: Tensor, take: Tensor, cells: Tensor) -> Frozen:
+def freeze(frozen: Frozen | None, hidden: Tensor, order: Tensor, pos: Tensor, cells: Tensor, take: Tensor) -> Frozen:
     """``frozen`` with the tokens ``take`` (B, T) marks in the current sequence added (``hidden`` (B, T, D), ``order``
-    (B, T), ``pos`` (B, T) or (3, B, T), ``cells`` (B, T) the input cell of each, -1 where none)."""
+    (B, T), ``pos`` (B, T) or (3, B, T), ``cells`` (B, T) the input cell of each, -1 off the visual tokens; every
+    token taken has one)."""
     m = int(take.sum(1).max())
     idx = (~take).to(torch.uint8).argsort(dim=1, stable=True)[:, :m]  # each sample's taken tokens first, in order
     at = idx if pos.dim() == 2 else idx.unsqueeze(0).expand(pos.shape[0], -1, -1)
-    valid = take.gather(1, idx)
-    new = Frozen(
-        gather_tokens(hidden, idx), order.gather(1, idx), pos.gather(-1, at), valid,
-        cells.gather(1, idx).masked_fill(~valid, -1),
-    )  # fmt: skip
+    taken = cells.gather(1, idx).masked_fill(~take.gather(1, idx), -1)
+    new = Frozen(gather_tokens(hidden, idx), order.gather(1, idx), pos.gather(-1, at), taken)
     if frozen is None:
         return new
     return Frozen(
         torch.cat([frozen.states, new.states], dim=1), torch.cat([frozen.order, new.order], dim=1),
-        torch.cat([frozen.positions, new.positions], dim=-1), torch.cat([frozen.valid, new.valid], dim=1),
-        torch.cat([frozen.cells, new.cells], dim=1),
+        torch.cat([frozen.positions, new.positions], dim=-1), torch.cat([frozen.cells, new.cells], dim=1),
     )  # fmt: skip
 
 

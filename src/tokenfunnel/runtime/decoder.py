@@ -161,9 +161,8 @@ def prefill(
                 if stride is not None:  # the dropped tokens on the lattice stay on as frozen context
                     gone = ~keep_mask(chosen, kept.shape[1]) & lattice(kept, layout.images, stride)
                     gone &= live if ragged else True
-                    take = torch.zeros_like(drop).scatter(1, at, gone)
                     cells = torch.full_like(order, -1).scatter(1, at, kept)
-                    frozen = freeze(frozen, hidden, order, pos, take, cells)
+                    frozen = freeze(frozen, hidden, order, pos, cells, torch.zeros_like(drop).scatter(1, at, gone))
                     frozen_rope = model.rotary_emb(frozen.states, position_ids=frozen.positions)
                 keep = (~(now_visual & drop)).nonzero()[:, 1].view(b, -1)
                 hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)

@@ -67,14 +67,14 @@ class _Panel:
     def draw(self, ax, alive: np.ndarray, where: str, frozen: np.ndarray | None = None) -> None:
         h, w = self.image.shape[:2]
         ax.imshow(self.image)
-        owner = self.owner.clip(min=0)
-        live = np.where(self.owner >= 0, alive[owner], False)
+        inside, owner = self.owner >= 0, self.owner.clip(min=0)  # per patch: held by a token, and which
+        live = inside & alive[owner]
         folded = live & self.summary[owner]
         shade = np.zeros(self.owner.shape + (4,))
         shade[~live] = (0, 0, 0, 0.75)
         shade[folded] = (0.1, 0.3, 1.0, 0.45)
-        cold = np.zeros_like(live) if frozen is None else np.where(self.owner >= 0, frozen[owner], False) & ~live
-        shade[cold] = (1.0, 0.6, 0.0, 0.5)
+        if frozen is not None:
+            shade[inside & frozen[owner] & ~live] = (1.0, 0.6, 0.0, 0.5)
         ax.imshow(shade, extent=(0, w, h, 0), interpolation="nearest")
         for (r0, r1, c0, c1), on, part in zip(self.boxes, alive, self.summary, strict=True):
             if on and not part:
