@@ -1,6 +1,6 @@
 """LUVC: orthogonal grid merging in the vision encoder (OIM), then attention-free spectral pruning in the language
 model that cascades the visual tokens down to none at the last layer (SPU). After arXiv 2512.09010; the design and
-defaults are ours, chosen on the easy-VQA dev split (see the README's ablation table).
+defaults are ours, chosen on the easy-VQA dev split (docs/luvc-record.md).
 """
 
 from __future__ import annotations
@@ -25,16 +25,15 @@ SPECTRA = ("2d", "1d", "channel")
 STAGES = ("auto", "llm", "encoder")
 CONTEXTS = ("none", "frozen")
 # contextual share of the encoder stage when none is asked for: VisionZip's 10 of 64, which led no contextual tokens
-# on dev single images and mosaics (0.3 measured level with it: README, "How the defaults were chosen")
+# on dev single images and mosaics (0.3 measured level with it: docs/luvc-record.md, "How the defaults were chosen")
 ENCODER_CONTEXTUAL = 10 / 64
 # the luvc-focus preset's hold: the share of the budget that carries every token through the first decoder layers
-# when the question names a part; 2/3 led the drops tried on dev mosaics at keep 0.25 (README, "LUVC on the bundled
-# VLM")
+# when the question names a part; 2/3 led the drops tried on dev mosaics at keep 0.25 (docs/luvc-record.md)
 FOCUS_HOLD = 2 / 3
 # frozen context's lattice when none is asked for (context_stride=None): the densest whose keys and values cost at most
 # this share of the tokens the drop keeps. On dev mosaics (800 questions): stride 2 at keep 0.25 (16%) gained 1.0 and
 # 1.6 points on two draws; at keep 0.11 stride 2 (34%) lost 2.2, stride 3 (19%) 0.4, stride 4 (8%) gained 0.2. A sixth
-# picks the best of each (README, "LUVC on the bundled VLM")
+# picks the best of each (docs/luvc-record.md)
 CONTEXT_SHARE = 1 / 6
 
 
@@ -42,11 +41,11 @@ CONTEXT_SHARE = 1 / 6
 class LUVCConfig:
     """Options of LUVC; ``keep`` is the FLOP-equivalent fraction of visual tokens over the decoder layers.
 
-    The defaults were chosen on the easy-VQA dev split (README, "How the defaults were chosen"): on the bundled VLM
-    every amount of OIM cost accuracy and bought no encoder time, a 1-D spectrum beat the 2-D one, one drop held to
-    the last layer beat a falling cascade while scoring once instead of at every layer, the model reads the picture
-    until its last layers (so the last layer keeps its tokens: ``final_zero=False``), and on the LLaVA family the drop
-    after the encoder with contextual tokens led every other setting.
+    The defaults were chosen on the easy-VQA dev split (docs/luvc-record.md, "How the defaults were chosen"): on the
+    bundled VLM every amount of OIM cost accuracy and bought no encoder time, a 1-D spectrum beat the 2-D one, one drop
+    held to the last layer beat a falling cascade while scoring once instead of at every layer, the model reads the
+    picture until its last layers (so the last layer keeps its tokens: ``final_zero=False``), and on the LLaVA family
+    the drop after the encoder with contextual tokens led every other setting.
 
     grid_keep: fraction of the patch grid that leaves the encoder through OIM (1.0, the default, disables OIM;
         None splits the budget: min(1, 2 * keep) leaves the encoder and the decoder cascade falls from there).
