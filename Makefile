@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: setup demo test test-slow lint eval eval-luvc speed-luvc ablate-luvc bench bench-shape bench-clips video-tokens \
 	train train-learned bench-adaptive bench-single bench-luvc ablate-luvc-single confirm-luvc-single confirm-luvc-grid \
-	reading-depth clean
+	confirm-luvc-focus reading-depth clean
 
 setup: $(STAMP)
 
@@ -109,6 +109,24 @@ confirm-luvc-grid: setup
 	cp runs/confirm-luvc-grid/bench-progress/accuracy/*.json benchmarks/luvc_confirm_grid/
 	$(BIN)/python scripts/paired_margins.py benchmarks/luvc_confirm_grid --pairs luvc-focus:luvc \
 		--out benchmarks/luvc_confirm_grid/margins.json
+
+# luvc-focus as it ships on 1200 more test mosaics (seed 2; ~30 min), then its margins over uncompressed on that draw
+# and on all 2100 test mosaics (seed 0's 300 from bench-adaptive, confirm-luvc-grid's 600, these 1200)
+CONFIRM := benchmarks/luvc_confirm_grid
+confirm-luvc-focus: setup
+	$(BIN)/tokenfunnel bench --model bundled --dataset easyvqa-grid --methods luvc-focus --keep 0.25,0.11 \
+		--samples 1200 --seed 2 --timing-samples 0 --threads 2 --out runs/confirm-luvc-focus
+	mkdir -p $(CONFIRM)/seed2_1200
+	cp runs/confirm-luvc-focus/results.json runs/confirm-luvc-focus/results.md \
+		runs/confirm-luvc-focus/bench-progress/accuracy/*.json $(CONFIRM)/seed2_1200/
+	for k in 0.25 0.11; do \
+		$(BIN)/python scripts/answer_gain.py $(CONFIRM)/seed2_1200/luvc-focus@$$k.json $(CONFIRM)/seed2_1200/none@1.json \
+			--samples 1200 --seed 2; \
+		$(BIN)/python scripts/answer_gain.py \
+			$(CONFIRM)/seed0_300/luvc-focus@$$k.json,$(CONFIRM)/luvc-focus@$$k.json,$(CONFIRM)/seed2_1200/luvc-focus@$$k.json \
+			$(CONFIRM)/seed0_300/none@1.json,$(CONFIRM)/none@1.json,$(CONFIRM)/seed2_1200/none@1.json \
+			--samples 300 600 1200 --seed 0 1 2; \
+	done
 
 # How deep the bundled VLM reads the picture: all visual tokens through layer k, none after (dev mosaics, ~8 min)
 reading-depth: setup
