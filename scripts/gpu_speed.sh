@@ -3,8 +3,12 @@
 #
 #   bash scripts/gpu_speed.sh            # on a machine whose python3 holds torch and transformers
 #
-# Nothing is installed: the package runs from src/ (a lent device machine can fetch nothing; its image held
-# transformers 5.17 in 2026-11, with which this script ran on a CPU). Three measurements (not yet timed on a GPU):
+# Nothing is installed: the package runs from src/ (a lent device machine can fetch nothing). Its image held
+# transformers 5.17 in 2026-11, older than the 5.23 tokenfunnel needs, so carry that wheel (pure Python; its
+# huggingface-hub >= 1.31 is met by the image's 1.33): here `python3 -m pip download --no-deps transformers==5.23.0
+# -d .whl` (with /.whl/ in .git/info/exclude), there `python3 -m pip install -q --no-index --no-deps --target
+# /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site bash scripts/gpu_speed.sh`. With 5.23 and hub 1.33 the script ran on a
+# CPU (LAYERS=8 DEVICE=cpu). Three measurements (not yet timed on a GPU):
 # 1. scripts/luvc_speed.py: LUVC at keep 0.5 / 0.25 / 0.11 against uncompressed, with the FLOP-ideal and the
 #    hardware's ceiling (the unpatched LM fed the same token counts);
 # 2. the same for luvc-focus's schedule as it ships (hold 2/3, frozen context) at keep 0.25 / 0.11: the bench

@@ -17,6 +17,7 @@ from tokenfunnel import LUVCConfig
 from tokenfunnel.adapters import adapter_for
 from tokenfunnel.methods.luvc import FOCUS_HOLD, LUVC, held_start
 from tokenfunnel.ops.lattice import lattice, lattice_size
+from tokenfunnel.runtime.cache import CACHE
 from tokenfunnel.runtime.context import keys_values
 from tokenfunnel.runtime.patch import MARK
 from tokenfunnel.viz.kept import kept_figure
@@ -204,7 +205,7 @@ def test_every_family_projects_frozen_keys_and_values_as_its_layer_caches_them(m
     rope = text.rotary_emb(x, position_ids=pos)
     cache = DynamicCache(config=text.config)
     with torch.no_grad():
-        layer(x, attention_mask=None, position_embeddings=rope, cache=cache, use_cache=True)
+        layer(x, attention_mask=None, position_embeddings=rope, use_cache=True, **{CACHE: cache})
         keys, values = keys_values(layer, x, rope)
     torch.testing.assert_close(keys, cache.layers[0].keys, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(values, cache.layers[0].values, atol=1e-6, rtol=1e-6)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from tokenfunnel.adapters.versions import check_transformers
+
 # family modules; each defines CLASSES (model class names it serves) and ADAPTER (the adapter class)
 MODULES = ("llava", "idefics3", "internvl", "qwen2_vl")
 
@@ -22,4 +24,5 @@ def adapter_for(model):
     name = type(model).__name__
     if name not in families:
         raise TypeError(f"{name} is not a supported VLM; supported model classes: {', '.join(sorted(families))}")
+    check_transformers()
     return families[name](model)
