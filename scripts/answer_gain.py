@@ -31,6 +31,7 @@ def main() -> None:
     if not len(news) == len(olds) == len(args.samples) == len(args.seed):
         raise SystemExit("give one new file, one old file, one --samples and one --seed per draw")
     hits: list[list[bool]] = [[], []]
+    kinds: list[str] = []
     changed, seen = 0, set()
     for new_path, old_path, samples, seed in zip(news, olds, args.samples, args.seed, strict=True):
         draw = load_set(args.dataset, samples, seed)
@@ -39,6 +40,7 @@ def main() -> None:
             raise SystemExit(f"the draw of {samples} questions with seed {seed} shares questions with an earlier one")
         seen |= keys
         truth = [s.answer for s in draw]
+        kinds += [s.kind for s in draw]
         new, old = (json.loads(Path(p).read_text())["answers"] for p in (new_path, old_path))
         if not len(new) == len(old) == len(truth):
             raise SystemExit(f"{len(new)} and {len(old)} answers for {len(truth)} questions: use the draw both took")
@@ -49,6 +51,10 @@ def main() -> None:
     accuracy = [round(sum(h) / len(h), 4) for h in hits]
     out = {"questions": len(hits[0]), "accuracy": accuracy, "points": round(100 * margin, 1), "se": round(100 * se, 1)}
     out["changed"] = changed
+    out["by_kind"] = {  # accuracy of each set of answers per kind of question
+        kind: [round(sum(h for h, k in zip(hs, kinds, strict=True) if k == kind) / kinds.count(kind), 4) for hs in hits]
+        for kind in sorted(set(kinds))
+    }
     print(json.dumps(out))
 
 

@@ -23,9 +23,9 @@ def parse(version: str) -> tuple[int, int]:
     return int(numbers[0]), int(numbers[1])
 
 
-def check_transformers(found: str | None = None) -> None:
-    """Refuse a transformers (the installed one, or ``found``) older than ``OLDEST``."""
-    found = transformers.__version__ if found is None else found
+def check_transformers() -> None:
+    """Refuse an installed transformers older than ``OLDEST``."""
+    found = transformers.__version__
     if parse(found) < OLDEST:
         need = f"{OLDEST[0]}.{OLDEST[1]}"
         raise RuntimeError(
