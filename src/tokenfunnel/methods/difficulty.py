@@ -54,18 +54,18 @@ class DifficultyConfig:
     bounds: difficulty below bounds[i] falls in tier i, else in the last tier.
     budgets: mean visual tokens per decoder layer of each tier, for an input of ``reference`` tokens (scaled to
         the input); they must increase and fit in ``reference``.
-    reduction: how the tokens get near the budget. "spu" (the default, chosen on the dev split: README): none of
+    reduction: how the tokens get near the budget. "spu" (the default, chosen on dev: docs/adaptive-record.md): none of
         the steps below, the whole set goes to ``schedule`` (with "held", LUVC's drop as it ships from the full set
         to the budget: LUVC at a keep chosen per sample, scored by the encoder's last layer on the LLaVA family, by
         the projected tokens on pixel-shuffle families). "steps" (the design's): merges while more than 2x over,
         pruning while more than 1.5x over, then near-duplicates folded (``merge_keep``, ``prune_keep``,
         ``duplicate``; see ``tokenfunnel.ops.difficulty.reduce_to``).
     merge_keep, prune_keep, duplicate: the reduction steps (with reduction="steps").
-    schedule: what follows the reduction. "held" (the default, chosen on the dev split: README): LUVC's drop as it
-        ships brings the tokens to the budget before the language model (1-D spectral score, ``ENCODER_CONTEXTUAL``
-        of them contextual tokens) and every decoder layer sees them; "cascade": LUVC's first design, a linear
-        cascade falling to none at the last layer, ranked by the 2-D spectral score, with the budget as its mean;
-        "none": the reduced set (up to 1.5x the budget) at every layer.
+    schedule: what follows the reduction. "held" (the default, chosen on dev: docs/adaptive-record.md): LUVC's drop as
+        it ships brings the tokens to the budget before the language model (1-D spectral score, ``ENCODER_CONTEXTUAL``
+        of them contextual tokens) and every decoder layer sees them; "cascade": LUVC's first design, a linear cascade
+        falling to none at the last layer, ranked by the 2-D spectral score, with the budget as its mean; "none": the
+        reduced set (up to 1.5x the budget) at every layer.
     cutoff: low-pass cutoff of the spectral scores used to prune, before and inside the language model.
     focus: where the question names a part of the picture (a corner, "top-left"; a half, "left half"; see
         ``ops.detail.named_parts``), the held drop keeps that part's tokens first and gives it no contextual tokens
