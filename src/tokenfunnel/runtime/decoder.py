@@ -158,8 +158,13 @@ def prefill(
                     size = size.gather(1, chosen) if size is not None else None
                 drop = torch.ones_like(now_visual)
                 drop.scatter_(1, at.gather(1, chosen), False)
+                stays = keep_mask(chosen, kept.shape[1])  # (B, n) the visual tokens each sample keeps
+                if ragged:  # each sample keeps its own count; the batch's slots past it stay, dark
+                    rank = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
+                    stays = rank < per[:, i : i + 1]
                 if stride is not None:  # the dropped tokens on the lattice stay on as frozen context
-                    gone = ~keep_mask(chosen, kept.shape[1]) & lattice(kept, layout.images, stride)
+                    # a token that goes dark here leaves its sample as one dropped alone would: frozen too
+                    gone = ~stays & lattice(kept, layout.images, stride)
                     gone &= live if ragged else True
                     cells = torch.full_like(order, -1).scatter(1, at, kept)
                     frozen = freeze(frozen, hidden, order, pos, cells, torch.zeros_like(drop).scatter(1, at, gone))
@@ -168,9 +173,8 @@ def prefill(
                 hidden, pos, valid = gather_tokens(hidden, keep), _take(pos, keep), valid.gather(1, keep)
                 order = order.gather(1, keep)
                 now_visual, kept = now_visual.gather(1, keep), kept.gather(1, chosen)
-                if ragged:  # the slots past a sample's own count stay in the batch but go dark (masked)
-                    rank = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1)
-                    live = rank.gather(1, chosen) < per[:, i : i + 1]
+                if ragged:
+                    live = stays.gather(1, chosen)
                     valid = valid.scatter(1, now_visual.nonzero()[:, 1].view(b, -1), live)
                 if frozen is None:
                     attn = _mask(impl, valid, hidden.shape[1], hidden.dtype)
