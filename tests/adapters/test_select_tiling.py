@@ -74,9 +74,10 @@ def test_keep_one_is_the_unmodified_model_and_remove_restores_it(family):
     model, h = family
     batch = h.inputs(h.TEXTS, h.SEEDS)
     reference = logits(model, batch)
-    with tokenfunnel.compress(model, "lod", keep=1.0, focus=False) as handle:
-        assert torch.equal(logits(model, batch), reference)
-        assert handle.report()["keep"] == 1.0
+    for method, options in (("lod", dict(focus=False)), ("detail", dict(details="never"))):
+        with tokenfunnel.compress(model, method, keep=1.0, **options) as handle:
+            assert torch.equal(logits(model, batch), reference), method
+            assert handle.report()["keep"] == 1.0
     handle = tokenfunnel.compress(model, "detail", keep=0.25, details="never")
     assert not torch.equal(logits(model, batch)[:, -1], reference[:, -1])
     handle.remove()

@@ -169,9 +169,10 @@ def test_keep_one_with_details_is_the_unmodified_model_bit_for_bit_and_remove_re
     model = build()
     together, _ = pair()
     ref, ref_gen = logits(model, together), generate(model, together)
-    with tokenfunnel.compress(model, "detail", keep=1.0, details="always") as handle:
-        assert torch.equal(logits(model, together), ref) and torch.equal(generate(model, together), ref_gen)
-        assert handle.report()["keep"] == 1.0
+    for details in ("always", "never"):  # keep 1 is the model unchanged, whether the question wants details or not
+        with tokenfunnel.compress(model, "detail", keep=1.0, details=details) as handle:
+            assert torch.equal(logits(model, together), ref) and torch.equal(generate(model, together), ref_gen)
+            assert handle.report()["keep"] == 1.0
     handle = tokenfunnel.compress(model, "detail", keep=0.25, tokenizer=Words())
     assert not torch.equal(logits(model, together), ref)
     handle.remove()

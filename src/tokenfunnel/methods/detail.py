@@ -22,9 +22,9 @@ tiles are the detail (``tiles="thumbnail"``, the default); since the model is no
 token's novelty is 1 - its best cosine with any global token.
 
 ``keep`` is the budget with details (global tokens included); without details only the global tokens enter, so the
-realised keep is lower (``handle.report()`` gives it, and per sample whether details were used and why). The default
-global grid scales each side by sqrt(global_share x keep): half the budget is global (8x8 of 16x16 at keep 0.5,
-6x6 at 0.25, 4x4 at 0.11).
+realised keep is lower, except at keep 1.0, which is the unmodified model whatever the question (``handle.report()``
+gives it, and per sample whether details were used and why). The default global grid scales each side by
+sqrt(global_share x keep): half the budget is global (8x8 of 16x16 at keep 0.5, 6x6 at 0.25, 4x4 at 0.11).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ TILES = ("thumbnail", "images")
 class DetailConfig:
     """Options of detail.
 
-    keep: visual tokens entering the language model with details, global ones included, as a fraction of the input.
+    keep: visual tokens entering the language model with details, global ones included, as a fraction of the input;
+        1.0 is the unmodified model, details or not.
     details: "auto" asks ``requires_details`` per sample; "always" or "never" force the detail path on or off.
     tokenizer: the processor's tokenizer (``processor.tokenizer``), to read the question; required for "auto".
     global_share: share of the budget the default global grid takes (each side scaled by sqrt(share x keep)).
@@ -212,7 +213,8 @@ class Detail(SelectStage):
             g = x[salient(x, block, count, images)]
         else:
             g = region_means(x, block, count).to(x.dtype) if pooled else v.view.flatten(0, 1)
-        if wanted and total >= x.shape[0]:  # every detail token fits: the full view alone, as the model has it
+        whole = wanted or self.config.keep == 1.0  # keep 1 is the model unchanged, whatever the question asks
+        if whole and total >= x.shape[0]:  # every detail token fits: the full view alone, as the model has it
             taken = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         elif wanted:
             score = novelty(x, g, block)  # in [0, 2]: + 2 ranks every cell of a named part before the rest
@@ -266,7 +268,7 @@ class Detail(SelectStage):
             g = thumb[salient(thumb, block, count, 1)]
         else:
             g = region_means(thumb, block, count).to(thumb.dtype)
-        extra = min(total - count, x.shape[0]) if wanted else 0
+        extra = min(total - count, x.shape[0]) if wanted or c.keep == 1.0 else 0  # keep 1: the model unchanged
         picked = unseen(x, g).topk(extra).indices.sort().values if extra else x.new_zeros(0, dtype=torch.long)
         at = stand_ins(block, torch.zeros(n, dtype=torch.bool, device=thumb.device), h, w, count)
         cells = torch.cat([picked, at + tiles * n])  # tile cells come before the thumbnail's: already in order
