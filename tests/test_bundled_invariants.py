@@ -1,7 +1,9 @@
-"""On the bundled VLM, a left-padded batch that mixes the kinds of prompt a method treats differently (a mosaic whose
-question names a tile, a single picture, a mosaic whose question names none) answers as each prompt alone, for every
-method. The tiny models of ``tests/adapters`` check each family; this checks the real model, where a batch mixing a
-held and an unheld sample once froze fewer tokens than the sample alone (luvc-focus)."""
+"""The correctness rules every method keeps, checked on the bundled VLM (the tiny models of ``tests/adapters`` check
+each family): keep=1.0 answers exactly as the untouched model and ``remove()`` restores it; a left-padded batch that
+mixes the kinds of prompt a method treats differently (a mosaic whose question names a tile, a single picture, a
+mosaic whose question names none) answers as each prompt alone. Here a batch mixing a held and an unheld sample once
+froze fewer tokens than the sample alone (luvc-focus), and detail at keep 1.0 once dropped tokens for questions that
+wanted no details. luvc and luvc-focus run in every test run, the rest under ``-m slow`` (~4 min)."""
 
 from __future__ import annotations
 
@@ -56,3 +58,20 @@ def test_a_mixed_batch_answers_as_its_prompts_alone(bundled, mixed, method, keep
             torch.testing.assert_close(last[row], model(**alone).logits[0, -1], atol=1e-3, rtol=0)
             own = model.generate(**alone, max_new_tokens=3, do_sample=False)[0, alone["input_ids"].shape[1] :]
             assert torch.equal(answers[row, : own.shape[0]], own), (row, question)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [m if m in ("luvc", "luvc-focus") else pytest.param(m, marks=pytest.mark.slow) for m in METHODS if takes_keep(m)],
+)
+def test_keep_one_is_the_untouched_model_and_remove_restores_it(bundled, mixed, method):
+    model, processor = bundled
+    batch = processor(*mixed)
+    with torch.no_grad():
+        reference = model(**batch).logits
+        answers = model.generate(**batch, max_new_tokens=3, do_sample=False)
+        with tokenfunnel.compress(model, method, keep=1.0, **processor_options(method, processor)) as handle:
+            assert torch.equal(model(**batch).logits, reference)
+            assert torch.equal(model.generate(**batch, max_new_tokens=3, do_sample=False), answers)
+            assert handle.report()["keep"] == 1.0
+        assert torch.equal(model(**batch).logits, reference)
