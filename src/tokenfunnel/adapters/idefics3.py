@@ -10,9 +10,9 @@ shrunk like LLaVA's, every token taking the position of the placeholder that hel
 
 from __future__ import annotations
 
-from tokenfunnel.adapters import placeholders, shuffle
+from tokenfunnel.adapters import shuffle
+from tokenfunnel.adapters.forward import placeholder_forward
 from tokenfunnel.adapters.guards import refuse_labels
-from tokenfunnel.runtime.cache import CACHE, pop_cache
 
 CLASSES = (
     "Idefics3ForConditionalGeneration",
@@ -82,31 +82,20 @@ class Idefics3Adapter:
         mm_encoder_outputs=None,
         **kwargs,
     ):
-        cache = pop_cache(kwargs)  # taken out of kwargs before they are passed on
-        call = dict(**{CACHE: cache}, **kwargs)
-        encoded = mm_encoder_outputs.get("image") if isinstance(mm_encoder_outputs, dict) else mm_encoder_outputs
-        if pixel_values is None and encoded is None:  # text only, or decoding after the prefill
-            return original(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                inputs_embeds=inputs_embeds,
-                pixel_attention_mask=pixel_attention_mask,
-                mm_encoder_outputs=mm_encoder_outputs,
-                **call,
-            )
-        if pixel_values is not None and encoded is not None:
-            raise ValueError("pass pixel_values or mm_encoder_outputs, not both")
-        if input_ids is None:
-            raise ValueError(
-                f"a compressed {type(self.core).__name__} needs input_ids (to find the <image> placeholders), "
-                "not inputs_embeds"
-            )
-        if encoded is None:  # generate() encodes images before the prefill and hands them over as mm_encoder_outputs
-            encoded = self.core.get_image_features(pixel_values, pixel_attention_mask, return_dict=True)
-        run = placeholders.run_of(encoded)
-        return placeholders.call_shrunk(
-            rt, original, run, input_ids, attention_mask, position_ids, encoded, inputs_embeds=inputs_embeds, **call
+        return placeholder_forward(
+            rt,
+            original,
+            model=type(self.core).__name__,
+            placeholder="<image>",
+            encode=lambda: self.core.get_image_features(pixel_values, pixel_attention_mask, return_dict=True),
+            text_only=dict(pixel_attention_mask=pixel_attention_mask),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            pixel_values=pixel_values,
+            mm_encoder_outputs=mm_encoder_outputs,
+            **kwargs,
         )
 
 

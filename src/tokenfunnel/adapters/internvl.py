@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import functools
 
-from tokenfunnel.adapters import placeholders, shuffle
+from tokenfunnel.adapters import shuffle
+from tokenfunnel.adapters.forward import placeholder_forward
 from tokenfunnel.adapters.guards import refuse_labels
-from tokenfunnel.runtime.cache import CACHE, pop_cache
 from tokenfunnel.runtime.state import RUN
 
 CLASSES = ("InternVLForConditionalGeneration", "InternVLModel")
@@ -131,39 +131,30 @@ class InternVLAdapter:
         mm_encoder_outputs=None,
         **kwargs,
     ):
-        cache = pop_cache(kwargs)  # taken out of kwargs before they are passed on
-        call = dict(
-            **{CACHE: cache},
-            vision_feature_layer=vision_feature_layer,
-            vision_feature_select_strategy=vision_feature_select_strategy,
-            **kwargs,
-        )
-        encoded = (mm_encoder_outputs or {}).get("image")
-        if pixel_values is None and encoded is None:  # text only, or decoding after the prefill
-            return original(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                inputs_embeds=inputs_embeds,
-                mm_encoder_outputs=mm_encoder_outputs,
-                **call,
-            )
-        if pixel_values is not None and encoded is not None:
-            raise ValueError("pass pixel_values or mm_encoder_outputs, not both")
-        if input_ids is None:
-            raise ValueError(
-                "a compressed InternVL needs input_ids (to find the <IMG_CONTEXT> placeholders), not inputs_embeds"
-            )
-        if encoded is None:  # generate() encodes images before the prefill and hands them over as mm_encoder_outputs
-            encoded = self.core.get_image_features(
+
+        def encode():
+            return self.core.get_image_features(
                 pixel_values=pixel_values,
                 vision_feature_layer=vision_feature_layer,
                 vision_feature_select_strategy=vision_feature_select_strategy,
                 return_dict=True,
             )
-        run = placeholders.run_of(encoded)
-        return placeholders.call_shrunk(
-            rt, original, run, input_ids, attention_mask, position_ids, encoded, inputs_embeds=inputs_embeds, **call
+
+        return placeholder_forward(
+            rt,
+            original,
+            model="InternVL",
+            placeholder="<IMG_CONTEXT>",
+            encode=encode,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            pixel_values=pixel_values,
+            mm_encoder_outputs=mm_encoder_outputs,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            **kwargs,
         )
 
 

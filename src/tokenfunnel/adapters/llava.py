@@ -13,9 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-from tokenfunnel.adapters import placeholders
+from tokenfunnel.adapters.forward import placeholder_forward
 from tokenfunnel.adapters.guards import refuse_labels
-from tokenfunnel.runtime.cache import CACHE, pop_cache
 
 CLASSES = ("LlavaForConditionalGeneration", "LlavaModel")
 
@@ -105,44 +104,40 @@ class LlavaAdapter:
         mm_encoder_outputs=None,
         **kwargs,
     ):
-        cache = pop_cache(kwargs)  # taken out of kwargs before they are passed on
-        call = dict(
-            **{CACHE: cache},
-            vision_feature_layer=vision_feature_layer,
-            vision_feature_select_strategy=vision_feature_select_strategy,
-            **kwargs,
-        )
-        encoded = (mm_encoder_outputs or {}).get("image")
-        if pixel_values is None and encoded is None:  # text only, or decoding after the prefill
-            return original(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                inputs_embeds=inputs_embeds,
-                position_ids=position_ids,
-                mm_encoder_outputs=mm_encoder_outputs,
-                **call,
-            )
-        if pixel_values is not None and encoded is not None:
-            raise ValueError("pass pixel_values or mm_encoder_outputs, not both")
-        if input_ids is None:
-            raise ValueError("a compressed LLaVA needs input_ids (to find the <image> placeholders), not inputs_embeds")
-        if kwargs.get("image_sizes") is not None:
-            raise ValueError("image_sizes (LLaVA-NeXT-style tiling) is not supported by the LLaVA adapter")
         strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
-        if strategy != self.strategy:
-            raise ValueError(
-                f"vision_feature_select_strategy={strategy!r} would cut the patch grid; use {self.strategy!r}"
-            )
-        if encoded is None:  # generate() encodes images before the prefill and hands them over as mm_encoder_outputs
-            encoded = self.core.get_image_features(
+
+        def check() -> None:
+            if kwargs.get("image_sizes") is not None:
+                raise ValueError("image_sizes (LLaVA-NeXT-style tiling) is not supported by the LLaVA adapter")
+            if strategy != self.strategy:
+                raise ValueError(
+                    f"vision_feature_select_strategy={strategy!r} would cut the patch grid; use {self.strategy!r}"
+                )
+
+        def encode():
+            return self.core.get_image_features(
                 pixel_values=pixel_values,
                 vision_feature_layer=vision_feature_layer,
                 vision_feature_select_strategy=strategy,
                 return_dict=True,
             )
-        run = placeholders.run_of(encoded)
-        return placeholders.call_shrunk(
-            rt, original, run, input_ids, attention_mask, position_ids, encoded, inputs_embeds=inputs_embeds, **call
+
+        return placeholder_forward(
+            rt,
+            original,
+            model="LLaVA",
+            placeholder="<image>",
+            encode=encode,
+            check=check,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            pixel_values=pixel_values,
+            mm_encoder_outputs=mm_encoder_outputs,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            **kwargs,
         )
 
 
