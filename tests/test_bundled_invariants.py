@@ -3,7 +3,8 @@ each family): keep=1.0 answers exactly as the untouched model and ``remove()`` r
 mixes the kinds of prompt a method treats differently (a mosaic whose question names a tile, a single picture, a
 mosaic whose question names none) answers as each prompt alone. Here a batch mixing a held and an unheld sample once
 froze fewer tokens than the sample alone (luvc-focus), and detail at keep 1.0 once dropped tokens for questions that
-wanted no details. luvc and luvc-focus run in every test run, the rest under ``-m slow`` (~4 min)."""
+wanted no details. The same batch check runs on three 4-frame videos. luvc and luvc-focus on pictures run in every
+test run, the rest under ``-m slow`` (~9 min)."""
 
 from __future__ import annotations
 
@@ -44,10 +45,30 @@ def mixed():
     return images, questions
 
 
+@pytest.fixture(scope="module")
+def clips():
+    """Three 4-frame videos: the last frame a cut to another picture, one picture throughout, a cut half way."""
+    grid = easyvqa.load_set("easyvqa-grid", 3, seed=5)
+    single = easyvqa.load_set("easyvqa", 1, seed=5)
+    a, b, c = (item.image for item in grid)
+    videos = [[a, b, b, single[0].image], [single[0].image] * 4, [c, c, a, a]]
+    return videos, ["In the last picture, what shape is there?", single[0].question, "what color is the shape?"]
+
+
 @pytest.mark.parametrize(("method", "keep", "options"), _cases())
 def test_a_mixed_batch_answers_as_its_prompts_alone(bundled, mixed, method, keep, options):
+    _answers_as_alone(bundled, mixed, method, keep, options)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "keep", "options"), _cases())
+def test_a_batch_of_videos_answers_as_each_video_alone(bundled, clips, method, keep, options):
+    _answers_as_alone(bundled, clips, method, keep, options)
+
+
+def _answers_as_alone(bundled, prompts, method, keep, options):
     model, processor = bundled
-    images, questions = mixed
+    images, questions = prompts
     options = {**processor_options(method, processor), **options}
     with torch.no_grad(), tokenfunnel.compress(model, method, keep=keep, **options):
         batch = processor(images, questions)
